@@ -1,0 +1,20 @@
+"""Speech emotion recognition with a parallel CNN + Transformer network over log-mel spectrograms."""
+
+from .audio import AudioError, load_audio, prepare_speech
+from .inference import DEFAULT_CHECKPOINT, EmotionRecognizer, Prediction, resolve_device
+from .model import EMOTIONS, EmotionNet, ModelConfig, ModelLoadError, ModelOutput
+
+__all__ = [
+    "EMOTIONS",
+    "DEFAULT_CHECKPOINT",
+    "AudioError",
+    "EmotionNet",
+    "EmotionRecognizer",
+    "ModelConfig",
+    "ModelLoadError",
+    "ModelOutput",
+    "Prediction",
+    "load_audio",
+    "prepare_speech",
+    "resolve_device",
+]

@@ -1,0 +1,229 @@
+"""Audio in, model-ready speech out: the one place that decodes, resamples, trims and levels audio.
+
+Training and the app both go through :func:`load_audio` and :func:`prepare_speech`, so the model
+always sees audio prepared the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+# hard-coded audio hyperparameters
+SAMPLE_RATE = 16000
+N_FFT = 400  # 25 ms analysis window
+HOP_LENGTH = 160  # 10 ms between frames
+CLIP_SECONDS = 3.0  # one model window; RAVDESS sentences last 1.5-2.5 s once trimmed
+N_SAMPLES = int(CLIP_SECONDS * SAMPLE_RATE)  # 48000 samples in a window
+N_FRAMES = N_SAMPLES // HOP_LENGTH + 1  # 301 mel frames in a window (centred STFT)
+WINDOW_HOP_SECONDS = 1.5  # long recordings are scored in half-overlapping windows
+
+MIN_SPEECH_SECONDS = 0.3  # less than this is too little voice to judge an emotion from
+MAX_SECONDS = 300.0  # five minutes; longer uploads are refused before they are decoded
+SILENCE_DBFS = -60.0  # a recording whose loudest 10 ms frame is quieter than this is silent
+SPEECH_RANGE_DB = 0.5  # frames louder than noise floor + this share of (peak - floor) count as voice
+TRIM_MARGIN_SECONDS = 0.1  # kept either side of the voiced region so onsets are not clipped
+TARGET_DBFS = -20.0  # the RMS level voiced audio is scaled to, so the input level does not matter
+
+SUPPORTED_FORMATS = "WAV, FLAC, OGG/Vorbis, MP3, AIFF"
+
+AudioInput = Union[str, os.PathLike, tuple[int, np.ndarray], np.ndarray]
+
+
+class AudioError(ValueError):
+    """Audio that cannot be used for a prediction; the message says why in plain English."""
+
+
+def load_audio(audio: AudioInput, sample_rate: int | None = None) -> np.ndarray:
+    """Decode, downmix and resample audio to mono float32 at :data:`SAMPLE_RATE`.
+
+    Parameters
+    ----------
+    audio:
+        A path to an audio file, a ``(sample_rate, samples)`` pair as ``gr.Audio`` returns it, or a
+        bare array (then ``sample_rate`` is required). Arrays may be int16/int32/uint8 PCM or float,
+        shaped ``(n,)``, ``(n, channels)`` or ``(channels, n)``.
+    sample_rate:
+        The rate of a bare array.
+
+    Returns
+    -------
+    np.ndarray, shape (n_samples,), float32 at SAMPLE_RATE.
+
+    Raises
+    ------
+    AudioError
+        For a missing, undecodable, empty, too long or non-finite input.
+    """
+    if audio is None:
+        raise AudioError("No audio was given. Upload a file or record your voice.")
+    if isinstance(audio, (str, os.PathLike)):
+        samples, sample_rate = _read_file(Path(audio))
+    else:
+        if isinstance(audio, tuple):
+            if len(audio) != 2:
+                raise AudioError("Audio arrays must come as a (sample_rate, samples) pair.")
+            sample_rate, samples = audio
+        else:
+            samples = audio
+        if sample_rate is None:
+            raise AudioError("An audio array needs its sample rate.")
+        samples = _to_float_mono(np.asarray(samples))
+    return _resample(samples, int(sample_rate))
+
+
+def prepare_speech(samples: np.ndarray) -> np.ndarray:
+    """Trim leading and trailing non-speech and scale the voice to :data:`TARGET_DBFS`.
+
+    A browser recording starts and ends with room noise and arrives at any level; after this the
+    model sees the same voiced audio at the same level either way.
+
+    Parameters
+    ----------
+    samples: np.ndarray, shape (n,), mono float32 at SAMPLE_RATE (from :func:`load_audio`).
+
+    Returns
+    -------
+    np.ndarray, shape (m,), m <= n, float32.
+
+    Raises
+    ------
+    AudioError
+        If the audio is silent or holds less than :data:`MIN_SPEECH_SECONDS` of voice.
+    """
+    frame_db = _frame_dbfs(samples)
+    if frame_db.size == 0 or frame_db.max() < SILENCE_DBFS:
+        raise AudioError(
+            f"The audio is silent: nothing in it is louder than {SILENCE_DBFS:.0f} dBFS. "
+            "Check that the microphone is on and speak closer to it."
+        )
+    floor, peak = np.percentile(frame_db, 10), frame_db.max()
+    voiced = frame_db > floor + SPEECH_RANGE_DB * (peak - floor)
+    first, last = np.flatnonzero(voiced)[[0, -1]]
+    voiced_seconds = (last - first + 1) * HOP_LENGTH / SAMPLE_RATE
+    if voiced_seconds < MIN_SPEECH_SECONDS:
+        raise AudioError(
+            f"The audio holds only {voiced_seconds:.2f} s of voice; at least "
+            f"{MIN_SPEECH_SECONDS:.1f} s is needed. Record a whole sentence."
+        )
+    margin = int(TRIM_MARGIN_SECONDS * SAMPLE_RATE)
+    start = max(first * HOP_LENGTH - margin, 0)
+    stop = min((last + 1) * HOP_LENGTH + N_FFT + margin, len(samples))
+    speech = samples[start:stop]
+
+    # Level from the voiced frames only, so pauses and leftover noise do not set the gain.
+    voiced_power = np.mean(10.0 ** (frame_db[voiced] / 10.0))
+    gain = 10.0 ** (TARGET_DBFS / 20.0) / math.sqrt(voiced_power)
+    return (speech * gain).astype(np.float32)
+
+
+def pad_or_trim(samples: np.ndarray | torch.Tensor, length: int = N_SAMPLES, *, center: bool = True):
+    """Zero-pad or cut the last axis to ``length`` samples, keeping the middle when ``center``."""
+    n = samples.shape[-1]
+    if n > length:
+        start = (n - length) // 2 if center else 0
+        return samples[..., start : start + length]
+    if n < length:
+        left = (length - n) // 2 if center else 0
+        widths = [(0, 0)] * (samples.ndim - 1) + [(left, length - n - left)]
+        if isinstance(samples, torch.Tensor):
+            return torch.nn.functional.pad(samples, (left, length - n - left))
+        return np.pad(samples, widths)
+    return samples
+
+
+def split_windows(
+    samples: np.ndarray, window: int = N_SAMPLES, hop: int = int(WINDOW_HOP_SECONDS * SAMPLE_RATE)
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cut audio into overlapping windows of ``window`` samples; the last one ends with the audio.
+
+    Returns
+    -------
+    windows: np.ndarray, shape (n_windows, window)
+    starts: np.ndarray, shape (n_windows,), start of each window in seconds
+    """
+    if len(samples) <= window:
+        return pad_or_trim(samples, window)[None], np.zeros(1)
+    starts = list(range(0, len(samples) - window, hop)) + [len(samples) - window]
+    windows = np.stack([samples[s : s + window] for s in starts])
+    return windows, np.asarray(starts, dtype=np.float64) / SAMPLE_RATE
+
+
+def _read_file(path: Path) -> tuple[np.ndarray, int]:
+    if not path.is_file():
+        raise AudioError(f"No audio file at {path}.")
+    try:
+        info = sf.info(str(path))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(
+            f"Could not read '{path.name}' as audio. Supported formats: {SUPPORTED_FORMATS}."
+        ) from e
+    if info.samplerate > 0 and info.frames / info.samplerate > MAX_SECONDS:
+        raise AudioError(_too_long_message(info.frames / info.samplerate))
+    try:
+        samples, sample_rate = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError) as e:
+        raise AudioError(f"'{path.name}' is damaged or truncated and could not be decoded.") from e
+    return _to_float_mono(samples), sample_rate
+
+
+def _to_float_mono(samples: np.ndarray) -> np.ndarray:
+    if samples.size == 0:
+        raise AudioError("The audio is empty: it contains no samples.")
+    if samples.ndim == 2:
+        # Gradio and soundfile give (samples, channels); torchaudio-style arrays are (channels, samples).
+        if samples.shape[0] <= 8 < samples.shape[1]:
+            samples = samples.T
+    elif samples.ndim != 1:
+        raise AudioError(f"Audio must be 1-D (mono) or 2-D (multi-channel); got shape {samples.shape}.")
+    if np.issubdtype(samples.dtype, np.integer):
+        info = np.iinfo(samples.dtype)
+        offset = (int(info.max) + int(info.min) + 1) / 2  # 128 for uint8 PCM, 0 for signed
+        samples = (samples.astype(np.float64) - offset) / (int(info.max) - offset + 1)
+    elif not np.issubdtype(samples.dtype, np.floating):
+        raise AudioError(f"Audio samples must be integers or floats, not {samples.dtype}.")
+    if not np.all(np.isfinite(samples)):
+        raise AudioError("The audio contains invalid samples (NaN or infinity).")
+    if samples.ndim == 2:
+        samples = samples.mean(axis=1)
+    return samples.astype(np.float32)
+
+
+def _resample(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    if not 1000 <= sample_rate <= 384000:
+        raise AudioError(f"A sample rate of {sample_rate} Hz is not a real audio rate.")
+    if len(samples) / sample_rate > MAX_SECONDS:
+        raise AudioError(_too_long_message(len(samples) / sample_rate))
+    if sample_rate == SAMPLE_RATE:
+        return samples
+    # A rate sharing no large factor with 16 kHz (e.g. 44101 Hz) would need a huge sinc kernel;
+    # snapping it to the nearest 100 Hz changes pitch by < 0.3%, far below what the model hears.
+    if math.gcd(sample_rate, SAMPLE_RATE) < 100:
+        sample_rate = max(round(sample_rate, -2), 100)
+    resampled = AF.resample(torch.from_numpy(samples), sample_rate, SAMPLE_RATE)
+    return resampled.numpy()
+
+
+def _frame_dbfs(samples: np.ndarray) -> np.ndarray:
+    """Level of each N_FFT-long frame, HOP_LENGTH apart, in dB relative to full scale."""
+    if len(samples) < N_FFT:
+        samples = np.pad(samples, (0, N_FFT - len(samples)))
+    # Frame energies from a running sum of squares: O(n) and no (frames x N_FFT) copy for long audio.
+    cumulative = np.concatenate([[0.0], np.cumsum(samples.astype(np.float64) ** 2)])
+    starts = np.arange(0, len(samples) - N_FFT + 1, HOP_LENGTH)
+    power = (cumulative[starts + N_FFT] - cumulative[starts]) / N_FFT
+    return 10.0 * np.log10(power + 1e-12)
+
+
+def _too_long_message(seconds: float) -> str:
+    return (
+        f"The audio is {seconds / 60:.1f} minutes long; the limit is {MAX_SECONDS / 60:.0f} minutes. "
+        "Upload a shorter clip."
+    )

@@ -1,0 +1,93 @@
+"""Audio in, emotion out: the inference API the app and scripts call."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .audio import AudioInput, load_audio, prepare_speech, split_windows
+from .model import EmotionNet
+
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "ser-parallel"
+MAX_WINDOWS_PER_BATCH = 32  # bounds memory on long recordings; a 5-minute file is 200 windows
+
+
+@dataclass
+class Prediction:
+    label: str  # the most probable emotion over the whole clip
+    probabilities: dict[str, float]  # every emotion's clip-level probability, summing to 1
+    log_mel: np.ndarray  # (n_mels, n_frames) dB, the input of the first (or only) window
+    attentions: np.ndarray  # (n_layers, n_heads, n_tokens, n_tokens) for that window
+    window_starts: np.ndarray  # (n_windows,) seconds from the start of the trimmed speech
+    window_probabilities: np.ndarray  # (n_windows, n_classes): the emotion timeline
+    speech: np.ndarray  # the trimmed, levelled 16 kHz audio the model heard
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to torch."""
+    if device != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class EmotionRecognizer:
+    """Predicts the emotion in a recording with an :class:`EmotionNet`.
+
+    >>> recognizer = EmotionRecognizer.from_pretrained("checkpoints/ser-parallel")
+    >>> recognizer.predict("speech.wav").label
+    'happy'
+    """
+
+    def __init__(self, model: EmotionNet, device: str | torch.device = "auto"):
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.model = model.to(self.device).eval()
+        self.labels = list(model.config.labels)
+
+    @classmethod
+    def from_pretrained(
+        cls, name_or_path: str | Path = DEFAULT_CHECKPOINT, *, revision: str | None = None, device: str = "auto"
+    ) -> EmotionRecognizer:
+        """Load from a local checkpoint folder or a Hub repo id; raises ``ModelLoadError`` on failure."""
+        return cls(EmotionNet.from_pretrained(name_or_path, revision=revision), device)
+
+    @torch.inference_mode()
+    def predict(self, audio: AudioInput, sample_rate: int | None = None) -> Prediction:
+        """Classify the emotion of speech in ``audio``.
+
+        ``audio`` is anything :func:`ser_model.audio.load_audio` accepts. Leading and trailing
+        non-speech is trimmed and the level normalised; speech longer than one model window is scored
+        in half-overlapping windows whose probabilities are averaged for the clip-level result.
+
+        Raises ``ser_model.AudioError`` with a plain-English message for unusable audio.
+        """
+        speech = prepare_speech(load_audio(audio, sample_rate))
+        windows, starts = split_windows(speech, self.model.config.n_samples)
+        batch = torch.from_numpy(windows).to(self.device)
+
+        probabilities = []
+        for i, chunk in enumerate(batch.split(MAX_WINDOWS_PER_BATCH)):
+            log_mel = self.model.frontend(chunk)  # (b, n_mels, n_frames)
+            # Maps and spectrogram are shown for the first window, so only the first chunk asks for them.
+            output = self.model.classify(log_mel, return_attention=i == 0)
+            if i == 0:
+                first_log_mel, attentions = log_mel[0], output.attentions[0]
+            probabilities.append(torch.softmax(output.logits.float(), dim=-1))
+        window_probabilities = torch.cat(probabilities).cpu().numpy()  # (n_windows, n_classes)
+
+        clip_probabilities = window_probabilities.mean(axis=0)
+        return Prediction(
+            label=self.labels[int(clip_probabilities.argmax())],
+            probabilities={label: float(p) for label, p in zip(self.labels, clip_probabilities)},
+            log_mel=first_log_mel.float().cpu().numpy(),
+            attentions=attentions.float().cpu().numpy(),
+            window_starts=starts,
+            window_probabilities=window_probabilities,
+            speech=speech,
+        )

@@ -1,0 +1,284 @@
+"""The parallel CNN + Transformer emotion network, from waveform to logits, with Hub save/load.
+
+Two CNN branches read the log-mel spectrogram as an image (spectral-spatial patterns); a
+Transformer encoder reads it as a sequence of frames (temporal structure). Their pooled
+embeddings are concatenated and classified. After "Parallel is All You Want" (2020).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import safetensors.torch
+import torch
+import torch.nn.functional as F
+from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled
+from torch import Tensor, nn
+from torchaudio.transforms import MelSpectrogram
+
+from .audio import CLIP_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
+
+EMOTIONS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+REPO_URL = "https://github.com/ser-parallel/ser-parallel"
+
+
+class ModelLoadError(RuntimeError):
+    """Weights that cannot be loaded: unreachable Hub, missing files, or tensors that do not match."""
+
+
+@dataclass
+class ModelConfig:
+    labels: list[str] = field(default_factory=lambda: list(EMOTIONS))  # class names, in logit order
+    n_mels: int = 64  # 64 bands resolve pitch harmonics and formants at a third of 128's cost
+    clip_seconds: float = CLIP_SECONDS  # one window of audio the model classifies
+    cnn_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 64])  # per conv block
+    cnn_kernel_sizes: list[int] = field(default_factory=lambda: [3, 5])  # one CNN branch per size
+    cnn_input_pool: int = 2  # the CNNs see the log-mel pooled 2x2: 4x cheaper, little detail lost
+    time_pool: int = 4  # frames merged per Transformer token: 40 ms tokens, 75 per window
+    d_model: int = 64
+    n_heads: int = 4
+    n_layers: int = 2
+    dropout: float = 0.2
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.clip_seconds * SAMPLE_RATE)
+
+    @property
+    def n_frames(self) -> int:
+        return self.n_samples // HOP_LENGTH + 1
+
+    @property
+    def n_tokens(self) -> int:
+        return self.n_frames // self.time_pool
+
+
+@dataclass
+class ModelOutput:
+    logits: Tensor  # (B, n_classes)
+    attentions: Tensor | None = None  # (B, n_layers, n_heads, n_tokens, n_tokens), rows sum to 1
+
+
+class LogMel(nn.Module):
+    """Waveform (B, n_samples) -> log-mel power in dB (B, n_mels, n_frames)."""
+
+    def __init__(self, n_mels: int):
+        super().__init__()
+        self.mel = MelSpectrogram(SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=n_mels)
+        # The STFT window and mel filterbank follow from the constants, so they are rebuilt, not saved.
+        for module in self.mel.modules():
+            for name, buffer in list(module.named_buffers(recurse=False)):
+                module.register_buffer(name, buffer.contiguous().clone(), persistent=False)
+
+    def forward(self, waveform: Tensor) -> Tensor:
+        return 10.0 * torch.log10(self.mel(waveform) + 1e-10)
+
+
+class ConvBranch(nn.Module):
+    """Log-mel image (B, 1, F, T) -> embedding (B, 2 * channels[-1]) by mean and max pooling."""
+
+    def __init__(self, channels: list[int], kernel_size: int, input_pool: int, dropout: float):
+        super().__init__()
+        blocks, n_in = [nn.AvgPool2d(input_pool)], 1
+        for n_out in channels:
+            blocks += [
+                nn.Conv2d(n_in, n_out, kernel_size, padding=kernel_size // 2, bias=False),
+                nn.BatchNorm2d(n_out),
+                nn.GELU(),
+                nn.MaxPool2d(2),
+                nn.Dropout(dropout),
+            ]
+            n_in = n_out
+        self.blocks = nn.Sequential(*blocks)
+        self.n_out = 2 * n_in
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.blocks(x)  # (B, C, F / 2^k, T / 2^k)
+        return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)  # (B, 2C)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d_model, 3 * d_model)
+        self.out = nn.Linear(d_model, d_model)
+        self.dropout = dropout
+
+    def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hd)
+        if need_weights:
+            # The explicit path is only taken when maps are asked for; it gives the same values as SDPA.
+            weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)  # (B, H, T, T)
+            y = F.dropout(weights, self.dropout, self.training) @ v
+        else:
+            weights = None
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
+        return self.out(y), weights
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm Transformer encoder layer that can hand back its attention weights."""
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(d_model)
+        self.attention = SelfAttention(d_model, n_heads, dropout)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * d_model, d_model)
+        )
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        attended, weights = self.attention(self.norm1(x), need_weights)
+        x = x + self.drop(attended)
+        x = x + self.drop(self.mlp(self.norm2(x)))
+        return x, weights
+
+
+class TransformerBranch(nn.Module):
+    """Log-mel (B, F, T) -> embedding (B, d_model), attention (B, L, H, T', T') or None."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.pool = nn.MaxPool1d(config.time_pool)
+        self.embed = nn.Linear(config.n_mels, config.d_model)
+        self.position = nn.Parameter(torch.zeros(1, config.n_tokens, config.d_model))
+        nn.init.normal_(self.position, std=0.02)
+        self.blocks = nn.ModuleList(
+            EncoderBlock(config.d_model, config.n_heads, config.dropout) for _ in range(config.n_layers)
+        )
+        self.norm = nn.LayerNorm(config.d_model)
+        self.n_out = config.d_model
+
+    def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        x = self.pool(x).transpose(1, 2)  # (B, T', F)
+        x = self.embed(x) + self.position  # (B, T', D)
+        maps = []
+        for block in self.blocks:
+            x, weights = block(x, need_weights)
+            maps.append(weights)
+        embedding = self.norm(x).mean(dim=1)  # (B, D)
+        return embedding, torch.stack(maps, dim=1) if need_weights else None
+
+
+class EmotionNet(
+    nn.Module,
+    PyTorchModelHubMixin,
+    library_name="ser-parallel",
+    repo_url=REPO_URL,
+    pipeline_tag="audio-classification",
+    license="cc-by-nc-sa-4.0",
+    language=["en"],
+    tags=["speech-emotion-recognition", "ravdess", "audio-classification"],
+):
+    """Waveform (B, n_samples) at 16 kHz -> emotion logits (B, n_classes).
+
+    The log-mel frontend is part of the model, so training, evaluation and the app cannot drift.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.frontend = LogMel(config.n_mels)
+        self.input_norm = nn.BatchNorm1d(config.n_mels)  # per-band standardisation, learnt from data
+        self.cnns = nn.ModuleList(
+            ConvBranch(config.cnn_channels, k, config.cnn_input_pool, config.dropout) for k in config.cnn_kernel_sizes
+        )
+        self.transformer = TransformerBranch(config)
+        n_fused = sum(cnn.n_out for cnn in self.cnns) + self.transformer.n_out
+        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(n_fused, len(config.labels)))
+
+    def forward(self, waveform: Tensor, return_attention: bool = False) -> ModelOutput:
+        """waveform: (B, n_samples) float at 16 kHz, prepared by ``ser_model.audio.prepare_speech``."""
+        return self.classify(self.frontend(waveform), return_attention)
+
+    def classify(self, log_mel: Tensor, return_attention: bool = False) -> ModelOutput:
+        """log_mel: (B, n_mels, n_frames) in dB, as :class:`LogMel` gives it (and as training augments it)."""
+        x = self.input_norm(log_mel)  # (B, F, T)
+        embeddings = [cnn(x.unsqueeze(1)) for cnn in self.cnns]  # each (B, 2C)
+        temporal, attentions = self.transformer(x, return_attention)  # (B, D), (B, L, H, T', T')
+        logits = self.head(torch.cat([*embeddings, temporal], dim=1))  # (B, n_classes)
+        return ModelOutput(logits=logits, attentions=attentions)
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> EmotionNet:
+        """Load from a local folder or a Hub repo id (``revision=`` pins a commit or tag).
+
+        Only ``model.safetensors`` is read, never a pickle, and every tensor must match the model's.
+
+        Raises
+        ------
+        ModelLoadError
+            If the Hub cannot be reached, the repo or file does not exist, or the keys or shapes differ.
+        """
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        except ModelLoadError:
+            raise
+        except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as e:
+            # LocalEntryNotFoundError (offline, not cached) and network errors both land here.
+            raise ModelLoadError(
+                f"Could not load the model from '{pretrained_model_name_or_path}': {e}"
+            ) from e
+
+    @classmethod
+    def _from_pretrained(
+        cls,
+        *,
+        model_id: str,
+        revision: str | None,
+        cache_dir: str | Path | None,
+        force_download: bool,
+        local_files_only: bool,
+        token: str | bool | None,
+        map_location: str = "cpu",
+        config: ModelConfig | dict | None = None,
+        **unused,
+    ) -> EmotionNet:
+        if config is None:
+            raise ModelLoadError(f"'{model_id}' has no {constants.CONFIG_NAME}; it is not an EmotionNet checkpoint.")
+        if isinstance(config, dict):
+            try:
+                config = ModelConfig(**config)
+            except TypeError as e:
+                raise ModelLoadError(f"{constants.CONFIG_NAME} of '{model_id}' does not describe an EmotionNet: {e}") from e
+        if Path(model_id).is_dir():
+            weights_file = Path(model_id) / constants.SAFETENSORS_SINGLE_FILE
+            if not weights_file.is_file():
+                raise ModelLoadError(f"{weights_file} not found; only safetensors weights are loaded.")
+        else:
+            try:
+                weights_file = hf_hub_download(
+                    repo_id=model_id,
+                    filename=constants.SAFETENSORS_SINGLE_FILE,
+                    revision=revision,
+                    cache_dir=cache_dir,
+                    force_download=force_download,
+                    token=token,
+                    local_files_only=local_files_only,
+                )
+            except EntryNotFoundError as e:
+                raise ModelLoadError(f"'{model_id}' has no {constants.SAFETENSORS_SINGLE_FILE}.") from e
+        model = cls(config)
+        state = safetensors.torch.load_file(str(weights_file), device="cpu")
+        expected = model.state_dict()
+        missing, unexpected = sorted(expected.keys() - state.keys()), sorted(state.keys() - expected.keys())
+        mismatched = [k for k in expected.keys() & state.keys() if expected[k].shape != state[k].shape]
+        if missing or unexpected or mismatched:
+            raise ModelLoadError(
+                f"The weights in {weights_file} do not match the model: missing {missing}, "
+                f"unexpected {unexpected}, wrong shape {sorted(mismatched)}."
+            )
+        model.load_state_dict(state, strict=True)
+        return model.to(map_location).eval()

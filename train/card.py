@@ -1,0 +1,170 @@
+"""The model card of a checkpoint folder: what the model is, how it was measured, and its limits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from ser_model.model import REPO_URL, EmotionNet
+
+RAVDESS_CITATION = """Livingstone SR, Russo FA (2018) The Ryerson Audio-Visual Database of Emotional Speech and Song
+(RAVDESS): A dynamic, multimodal set of facial and vocal expressions in North American English.
+PLoS ONE 13(5): e0196391. https://doi.org/10.1371/journal.pone.0196391"""
+
+TEMPLATE = """---
+{{ card_data }}
+---
+
+# {{ model_name }}
+
+A small speech emotion recognizer trained from scratch on RAVDESS: {{ n_params }} parameters, 16 kHz
+audio in, one of 8 emotions out ({{ labels }}). Code: {{ repo_url }}
+
+## Results
+
+Every number names its protocol. **Unseen speakers** is the one to trust: the test actors were never
+heard in training, as a classroom user is not.
+
+| protocol | test clips | accuracy | unweighted recall (UA) | macro-F1 |
+|---|---|---|---|---|
+{{ results_table }}
+
+{{ results_notes }}
+
+Per-class recall, unseen speakers (pooled over folds): {{ per_class }}.
+
+## Model
+
+Log-mel spectrogram ({{ n_mels }} bands, 25 ms windows, 10 ms hop) computed inside the model, per-band
+BatchNorm, then three parallel branches fused by concatenation into a linear classifier:
+two CNN branches ({{ cnn_desc }}) read the spectrogram as an image; a {{ n_layers }}-layer pre-norm
+Transformer encoder (d_model {{ d_model }}, {{ n_heads }} heads) reads it as {{ n_tokens }} tokens of
+{{ token_ms }} ms and exposes its attention maps. Input windows are {{ clip_seconds }} s; longer audio is
+scored in half-overlapping windows and averaged. Leading and trailing non-speech is trimmed and the voice
+levelled to -20 dBFS before the model, so microphone level and room noise at the edges do not matter.
+After "Parallel is All You Want" (2020), which reported 80.44% on a random split whose test set
+shared speakers with training and included noisy copies of test clips.
+
+## Training
+
+- Data: RAVDESS speech, {{ n_clips }} clips from {{ n_actors }} actors (16 kHz mono).
+- Shipped model: trained on every actor except {{ final_val }}, held out for early stopping on UA;
+  best epoch {{ best_epoch }} of {{ epochs_run }}; {{ wall_minutes }} min on {{ hardware }} ({{ clips_per_second }} clips/s).
+- Augmentation (training only): {{ augmentation }}.
+- Optimiser: AdamW (lr {{ lr }}, weight decay {{ weight_decay }} on weight matrices), warm-up then cosine
+  decay, label smoothing {{ label_smoothing }}, batch {{ batch_size }}, up to {{ epochs }} epochs, seed {{ seed }}.
+- Reproduce: `{{ command }}`
+
+## Intended use and limits
+
+A teaching and demo model. It was trained on **acted** emotion from 24 (here {{ n_actors }}) young
+North American English speakers reading two neutral sentences; spontaneous speech, other languages and
+accents, children, and noisy rooms will score lower. It knows only these 8 emotions and always picks one.
+Do not use it to make decisions about people (hiring, grading, health, policing): emotion recognition
+from voice is unreliable, and errors fall unevenly on people unlike the training speakers.
+
+## License and citation
+
+Trained on RAVDESS, licensed CC BY-NC-SA 4.0: these weights are a derivative and carry the same terms
+(attribution, non-commercial, share-alike). Cite the dataset:
+
+```
+{{ citation }}
+```
+"""
+
+
+def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> ModelCard:
+    """Write ``folder/README.md`` from the training config and measured results."""
+    m = model.config
+    actors, random, final = results.get("actors"), results.get("random"), results["final"]
+    rows, eval_results, notes = [], [], []
+    if actors:
+        acc, ua, f1 = actors["accuracy"], actors["unweighted_recall"], actors["macro_f1"]
+        rows.append(
+            f"| unseen speakers: {actors['n_folds']}-fold by actor, gender-balanced | {actors['pooled']['n']} "
+            f"| **{acc['mean']:.1%}** ± {acc['std']:.1%} | {ua['mean']:.1%} ± {ua['std']:.1%} "
+            f"| {f1['mean']:.1%} ± {f1['std']:.1%} |"
+        )
+        notes.append(
+            f"Unseen speakers: mean ± standard deviation over {actors['n_folds']} folds (fold accuracy "
+            f"{acc['min']:.1%} to {acc['max']:.1%}); each fold's model trained on the other actors minus one "
+            "man and one woman used for early stopping."
+        )
+        eval_results += _eval_results("unseen speakers (actor k-fold)", acc["mean"], ua["mean"], f1["mean"])
+    if random:
+        rows.append(
+            f"| random 80/10/10 clip split (speakers shared), clean test | {random['n']} | {random['accuracy']:.1%} "
+            f"| {random['unweighted_recall']:.1%} | {random['macro_f1']:.1%} |"
+        )
+        notes.append("Random split: the notebook's protocol, but the test set holds only clean clips.")
+        eval_results += _eval_results("random 80/10/10 split", random["accuracy"], random["unweighted_recall"], random["macro_f1"])
+    per_class = ", ".join(f"{k} {v:.0%}" for k, v in actors["pooled"]["per_class_recall"].items()) if actors else "n/a"
+    augmentation = [f"white Gaussian noise at {config.snr_db[0]:.0f}-{config.snr_db[1]:.0f} dB SNR on {config.noise_prob:.0%} of clips"]
+    if config.time_shift:
+        augmentation.append("random placement/crop in the window")
+    if config.spec_augment:
+        augmentation.append("SpecAugment (2 frequency masks of up to 8 bands, 2 time masks of up to 250 ms)")
+    if config.mixup_alpha:
+        augmentation.append(f"mixup (alpha {config.mixup_alpha})")
+
+    card_data = ModelCardData(
+        model_name="ser-parallel",
+        language=["en"],
+        license="cc-by-nc-sa-4.0",
+        library_name="ser-parallel",
+        pipeline_tag="audio-classification",
+        tags=["speech-emotion-recognition", "audio-classification", "ravdess", "pytorch_model_hub_mixin"],
+        datasets=["ravdess"],
+        metrics=["accuracy", "recall", "f1"],
+        eval_results=eval_results or None,
+    )
+    card = ModelCard.from_template(
+        card_data,
+        template_str=TEMPLATE,
+        model_name="ser-parallel: parallel CNN + Transformer speech emotion recognition",
+        repo_url=REPO_URL,
+        n_params=f"{model.n_params:,}",
+        labels=", ".join(m.labels),
+        results_table="\n".join(rows),
+        results_notes="\n\n".join(notes),
+        per_class=per_class,
+        n_mels=m.n_mels,
+        cnn_desc=", ".join(f"{k}x{k} kernels" for k in m.cnn_kernel_sizes) + f"; channels {m.cnn_channels}",
+        n_layers=m.n_layers,
+        d_model=m.d_model,
+        n_heads=m.n_heads,
+        n_tokens=m.n_tokens,
+        token_ms=10 * m.time_pool,
+        clip_seconds=m.clip_seconds,
+        n_clips=results.get("n_clips", "?"),
+        n_actors=results.get("n_actors", "?"),
+        final_val=f"actors {final['val_actors']}",
+        best_epoch=final["best_epoch"],
+        epochs_run=final["epochs_run"],
+        wall_minutes=f"{final['wall_seconds'] / 60:.1f}",
+        hardware=results.get("hardware", "CPU"),
+        clips_per_second=f"{final['clips_per_second']:.0f}",
+        augmentation="; ".join(augmentation),
+        lr=config.lr,
+        weight_decay=config.weight_decay,
+        label_smoothing=config.label_smoothing,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        seed=config.seed,
+        command=results.get("command", "python -m train --data DIR"),
+        citation=RAVDESS_CITATION,
+    )
+    card.save(Path(folder) / "README.md")
+    return card
+
+
+def _eval_results(split: str, accuracy: float, unweighted_recall: float, macro_f1: float) -> list[EvalResult]:
+    common = dict(task_type="audio-classification", dataset_type="ravdess", dataset_name="RAVDESS speech",
+                  dataset_split=split)
+    return [
+        EvalResult(**common, metric_type="accuracy", metric_value=round(accuracy, 4)),
+        EvalResult(**common, metric_type="recall", metric_name="unweighted average recall", metric_value=round(unweighted_recall, 4)),
+        EvalResult(**common, metric_type="f1", metric_name="macro F1", metric_value=round(macro_f1, 4)),
+    ]

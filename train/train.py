@@ -1,0 +1,428 @@
+"""Fit EmotionNet on RAVDESS: one config, one loop, read top to bottom.
+
+    python -m train --data ../shared/data/ravdess --out checkpoints/ser-parallel --protocol actors random
+
+Each protocol is run and reported, then the shipped model is fitted on every actor. Every run keeps
+``last.pt`` after each epoch; ``--resume`` continues a stopped run from it, and skips finished runs.
+Several processes: ``torchrun --nproc_per_node 2 -m train ...`` (gloo on CPU, nccl on GPU).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from ser_model.audio import split_windows
+from ser_model.inference import resolve_device
+from ser_model.model import EmotionNet, ModelConfig
+
+from .augment import add_white_noise, mixup, place_in_window, spec_augment
+from .data import Clip, actor_folds, load_speech, parse_ravdess, random_split, validation_actors, write_table
+from .metrics import classification_metrics, plot_confusion, plot_curves
+
+PROTOCOLS = ("actors", "random")
+
+
+@dataclass
+class TrainConfig:
+    data: str = "../shared/data/ravdess"
+    out: str = "checkpoints/ser-parallel"
+    protocols: list[str] = field(default_factory=lambda: ["actors"])  # evaluations run before the final fit
+    final: bool = True  # fit the shipped model on every actor after the evaluations
+    actors: list[int] | None = None  # restrict to these actors (quick runs and tests)
+    n_folds: int = 5  # actors protocol: 20 actors -> 4 per test fold, 2 men and 2 women
+    model: ModelConfig = field(default_factory=ModelConfig)
+    # optimisation
+    epochs: int = 40
+    batch_size: int = 32
+    lr: float = 3e-3
+    min_lr: float = 3e-5
+    warmup_epochs: int = 2
+    weight_decay: float = 0.05  # on weight matrices only
+    label_smoothing: float = 0.1
+    patience: int = 15  # epochs without a better validation UA before stopping
+    # augmentation, training data only
+    noise_prob: float = 0.67  # the notebook trained on 2 noisy copies per clean clip
+    snr_db: tuple[float, float] = (15.0, 30.0)
+    time_shift: bool = True
+    spec_augment: bool = True
+    mixup_alpha: float = 0.0  # 0 turns mixup off
+    # machinery
+    seed: int = 0
+    threads: int = 2
+    device: str = "auto"
+    cache_dir: str = ".cache"
+    resume: bool = False
+    push_to_hub: str | None = None
+
+
+# -----------------------------------------------------------------------------
+# the loop
+
+
+def get_lr(epoch: float, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to ``min_lr`` (as nanoGPT's get_lr, per epoch fraction)."""
+    if epoch < config.warmup_epochs:
+        return config.lr * (epoch + 1e-3) / config.warmup_epochs
+    progress = (epoch - config.warmup_epochs) / max(config.epochs - config.warmup_epochs, 1)
+    return config.min_lr + 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0))) * (config.lr - config.min_lr)
+
+
+def configure_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.dim() >= 2]  # conv kernels, linear weights
+    no_decay = [p for p in model.parameters() if p.dim() < 2]  # biases, norms
+    groups = [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+class LogMelClassifier(torch.nn.Module):
+    """EmotionNet.classify as a module's forward, so DDP can hook it while augmentation runs on the log-mel."""
+
+    def __init__(self, net: EmotionNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
+        return self.net.classify(log_mel).logits
+
+
+def train_one_epoch(
+    model: EmotionNet,
+    classifier: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    speech: list[np.ndarray],
+    labels: np.ndarray,
+    epoch: int,
+    config: TrainConfig,
+    device: torch.device,
+) -> float:
+    """One pass over the training clips in a seeded order; returns the mean training loss."""
+    rank, world = _rank_and_world()
+    rng = np.random.default_rng([config.seed, epoch])  # seeded per epoch so --resume replays exactly
+    torch.manual_seed(config.seed * 10_000 + epoch * 100 + rank)
+    order = rng.permutation(len(speech))
+    steps = len(order) // config.batch_size  # drop the ragged last batch: BatchNorm needs several clips
+    model.train()
+    total = 0.0
+    for step in tqdm(range(steps), desc=f"epoch {epoch + 1}", leave=False, disable=rank > 0):
+        lr = get_lr(epoch + step / steps, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        batch = order[step * config.batch_size : (step + 1) * config.batch_size][rank::world]
+        waveform = place_in_window([speech[i] for i in batch], model.config.n_samples, rng if config.time_shift else None)
+        targets = torch.from_numpy(labels[batch])
+        noisy = torch.rand(len(batch)) < config.noise_prob
+        snr_db = torch.empty(len(batch)).uniform_(*config.snr_db)
+        waveform = torch.where(noisy.unsqueeze(1), add_white_noise(waveform, snr_db), waveform)
+        waveform, targets = waveform.to(device), targets.to(device)
+
+        log_mel = model.frontend(waveform)
+        if config.spec_augment:
+            log_mel = spec_augment(log_mel, n_freq_masks=2, max_freq=8, n_time_masks=2, max_time=25)
+        if config.mixup_alpha > 0:
+            log_mel, targets_a, targets_b, weight = mixup(log_mel, targets, config.mixup_alpha)
+        logits = classifier(log_mel)
+        if config.mixup_alpha > 0:
+            loss = weight * F.cross_entropy(logits, targets_a, label_smoothing=config.label_smoothing) + (
+                1 - weight
+            ) * F.cross_entropy(logits, targets_b, label_smoothing=config.label_smoothing)
+        else:
+            loss = F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
+
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        total += loss.item()
+    return total / max(steps, 1)
+
+
+@torch.no_grad()
+def predict_speech(model: EmotionNet, speech: list[np.ndarray], device: torch.device, batch_size: int = 64) -> np.ndarray:
+    """Clip probabilities (N, n_classes), scored exactly as ``EmotionRecognizer.predict`` scores them:
+    centred if short, half-overlapping windows averaged if long."""
+    model.eval()
+    windows, owners = [], []
+    for i, clip in enumerate(speech):
+        clip_windows, _ = split_windows(clip, model.config.n_samples)
+        windows.append(clip_windows)
+        owners += [i] * len(clip_windows)
+    windows_tensor = torch.from_numpy(np.concatenate(windows))
+    probabilities = torch.cat(
+        [torch.softmax(model(chunk.to(device)).logits.float(), -1).cpu() for chunk in windows_tensor.split(batch_size)]
+    )
+    clip_probabilities = torch.zeros(len(speech), probabilities.shape[1]).index_add_(0, torch.tensor(owners), probabilities)
+    return (clip_probabilities / clip_probabilities.sum(1, keepdim=True)).numpy()
+
+
+def evaluate(model: EmotionNet, speech: list[np.ndarray], labels: np.ndarray, device: torch.device) -> dict:
+    probabilities = predict_speech(model, speech, device)
+    metrics = classification_metrics(labels, probabilities.argmax(1), model.config.labels)
+    metrics["loss"] = float(-np.log(probabilities[np.arange(len(labels)), labels] + 1e-9).mean())
+    return metrics | {"probabilities": probabilities}
+
+
+def fit(
+    config: TrainConfig,
+    train_speech: list[np.ndarray],
+    train_labels: np.ndarray,
+    val_speech: list[np.ndarray],
+    val_labels: np.ndarray,
+    run_dir: Path,
+) -> tuple[EmotionNet, list[dict]]:
+    """Train with early stopping on validation UA; returns the best model and the per-epoch history."""
+    rank, world = _rank_and_world()
+    device = _device(config)
+    torch.manual_seed(config.seed)
+    model = EmotionNet(config.model).to(device)
+    optimizer = configure_optimizer(model, config)
+    start_epoch, history, best_state, best_ua, stale = 0, [], None, -1.0, 0
+
+    checkpoint_file = run_dir / "last.pt"
+    if config.resume and checkpoint_file.is_file():
+        checkpoint = torch.load(checkpoint_file, map_location=device, weights_only=True)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start_epoch, history = checkpoint["epoch"], json.loads(checkpoint["history"])
+        best_state, best_ua, stale = checkpoint["best_model"], checkpoint["best_ua"], checkpoint["stale"]
+        _log(f"resuming {run_dir.name} after epoch {start_epoch}")
+    classifier = LogMelClassifier(model)
+    if world > 1:
+        classifier = DistributedDataParallel(classifier)
+
+    for epoch in range(start_epoch, config.epochs):
+        if stale >= config.patience:
+            break
+        started = time.perf_counter()
+        train_loss = train_one_epoch(model, classifier, optimizer, train_speech, train_labels, epoch, config, device)
+        if world > 1:  # BatchNorm statistics are per process; rank 0's make every rank judge the same model
+            for buffer in model.buffers():
+                dist.broadcast(buffer, src=0)
+        val = evaluate(model, val_speech, val_labels, device)
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "train_loss": train_loss,
+                "val_loss": val["loss"],
+                "val_accuracy": val["accuracy"],
+                "val_unweighted_recall": val["unweighted_recall"],
+                "seconds": time.perf_counter() - started,
+            }
+        )
+        if val["unweighted_recall"] > best_ua:
+            best_ua, stale = val["unweighted_recall"], 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+        _log(
+            f"{run_dir.name} epoch {epoch + 1:3d} | loss {train_loss:.3f} | val acc {val['accuracy']:.3f} "
+            f"UA {val['unweighted_recall']:.3f} | {history[-1]['seconds']:.1f}s"
+        )
+        if rank == 0:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1,
+                "history": json.dumps(history),
+                "best_model": best_state,
+                "best_ua": best_ua,
+                "stale": stale,
+                "config": json.dumps(asdict(config)),
+            }
+            torch.save(state, run_dir / "last.pt.tmp")
+            os.replace(run_dir / "last.pt.tmp", checkpoint_file)  # a kill mid-write leaves the old one
+
+    model.load_state_dict(best_state)
+    return model.eval(), history
+
+
+# -----------------------------------------------------------------------------
+# protocols
+
+
+def run_actors_protocol(config: TrainConfig, clips: list[Clip], speech: list[np.ndarray], out: Path) -> dict:
+    """Speaker-independent k-fold: every clip is tested once, by a model that never heard its speaker."""
+    labels = np.array([c.label for c in clips])
+    folds = actor_folds(clips, config.n_folds)
+    fold_results, probabilities = [], np.zeros((len(clips), len(config.model.labels)))
+    for k, test_actors in enumerate(folds):
+        train_actors = sorted({c.actor for c in clips} - set(test_actors))
+        val_actors = validation_actors(train_actors)
+        fit_idx = [i for i, c in enumerate(clips) if c.actor in train_actors and c.actor not in val_actors]
+        val_idx = [i for i, c in enumerate(clips) if c.actor in val_actors]
+        test_idx = [i for i, c in enumerate(clips) if c.actor in test_actors]
+        run_dir = out / "runs" / f"actors-fold{k + 1}"
+        result = _run_or_load(config, speech, labels, fit_idx, val_idx, test_idx, run_dir)
+        result |= {"test_actors": test_actors, "val_actors": val_actors}
+        _write_json(run_dir / "result.json", result)
+        probabilities[test_idx] = np.asarray(result.pop("probabilities"))
+        fold_results.append(result)
+        _log(f"fold {k + 1}/{len(folds)} test actors {test_actors}: acc {result['accuracy']:.3f} UA {result['unweighted_recall']:.3f}")
+
+    pooled = classification_metrics(labels, probabilities.argmax(1), config.model.labels)
+    summary = {"protocol": "actors", "n_folds": len(folds), "folds": fold_results, "pooled": pooled}
+    for metric in ("accuracy", "unweighted_recall", "macro_f1"):
+        values = [f[metric] for f in fold_results]
+        summary[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "min": min(values), "max": max(values)}
+    _write_predictions(out / "predictions_actors.csv", clips, probabilities, folds, config.model.labels)
+    plot_confusion(pooled["confusion"], config.model.labels, out / "confusion_actors.png",
+                   f"Unseen speakers ({len(folds)}-fold by actor): accuracy {pooled['accuracy']:.1%}")
+    return summary
+
+
+def run_random_protocol(config: TrainConfig, clips: list[Clip], speech: list[np.ndarray], out: Path) -> dict:
+    """The notebook's 80/10/10 clip split (speakers shared), tested on clean clips only."""
+    labels = np.array([c.label for c in clips])
+    fit_idx, val_idx, test_idx = random_split(clips, config.seed)
+    result = _run_or_load(config, speech, labels, fit_idx, val_idx, test_idx, out / "runs" / "random")
+    result.pop("probabilities")
+    plot_confusion(result["confusion"], config.model.labels, out / "confusion_random.png",
+                   f"Random 80/10/10 split, clean test: accuracy {result['accuracy']:.1%}")
+    return {"protocol": "random", **result}
+
+
+def _run_or_load(config, speech, labels, fit_idx, val_idx, test_idx, run_dir: Path) -> dict:
+    done = run_dir / "result.json"
+    if config.resume and done.is_file():
+        _log(f"{run_dir.name} already finished; reusing its result")
+        return json.loads(done.read_text())
+    started = time.perf_counter()
+    model, history = fit(config, [speech[i] for i in fit_idx], labels[fit_idx],
+                         [speech[i] for i in val_idx], labels[val_idx], run_dir)
+    result = evaluate(model, [speech[i] for i in test_idx], labels[test_idx], _device(config))
+    result |= {"n_train": len(fit_idx), "n_val": len(val_idx), "epochs_run": len(history),
+               "best_epoch": int(np.argmax([h["val_unweighted_recall"] for h in history]) + 1),
+               "train_seconds": time.perf_counter() - started}
+    result["probabilities"] = result["probabilities"].tolist()
+    if _rank_and_world()[0] == 0:
+        _write_json(done, result)
+    return result
+
+
+def train_final(config: TrainConfig, clips: list[Clip], speech: list[np.ndarray], out: Path) -> tuple[EmotionNet, dict]:
+    """The shipped model: every actor, with one man and one woman held out for early stopping."""
+    labels = np.array([c.label for c in clips])
+    val_actors = validation_actors(sorted({c.actor for c in clips}))
+    fit_idx = [i for i, c in enumerate(clips) if c.actor not in val_actors]
+    val_idx = [i for i, c in enumerate(clips) if c.actor in val_actors]
+    started = time.perf_counter()
+    model, history = fit(config, [speech[i] for i in fit_idx], labels[fit_idx],
+                         [speech[i] for i in val_idx], labels[val_idx], out / "runs" / "final")
+    seconds = time.perf_counter() - started
+    epochs_run = len(history)
+    info = {
+        "val_actors": val_actors,
+        "n_train": len(fit_idx),
+        "epochs_run": epochs_run,
+        "best_epoch": int(np.argmax([h["val_unweighted_recall"] for h in history]) + 1),
+        "best_val_unweighted_recall": max(h["val_unweighted_recall"] for h in history),
+        "wall_seconds": seconds,
+        "train_seconds": sum(h["seconds"] for h in history),
+        "clips_per_second": len(fit_idx) * epochs_run / max(sum(h["seconds"] for h in history), 1e-9),
+    }
+    plot_curves(history, out / "training_curves.png", f"Shipped model: {len(fit_idx)} clips, validation actors {val_actors}")
+    return model, info
+
+
+def main(config: TrainConfig) -> dict:
+    rank, world = _init_distributed(config)
+    torch.set_num_threads(config.threads)
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    clips = parse_ravdess(config.data)
+    if config.actors:
+        clips = [c for c in clips if c.actor in set(config.actors)]
+    _log(f"{len(clips)} clips from {len({c.actor for c in clips})} actors under {config.data}")
+    speech = load_speech(clips, config.cache_dir)
+    if rank == 0:
+        write_table(clips, out / "clips.csv")
+        _write_json(out / "train_config.json", asdict(config))
+    _log(f"model: {EmotionNet(config.model).n_params:,} parameters; {world} process(es) on {_device(config)}")
+
+    results: dict = {
+        "seed": config.seed,
+        "n_clips": len(clips),
+        "n_actors": len({c.actor for c in clips}),
+        "hardware": f"{world} x {_device(config).type} ({torch.get_num_threads()} threads each)",
+        "command": "python -m train " + " ".join(sys.argv[1:]),
+    }
+    for protocol in config.protocols:
+        run = run_actors_protocol if protocol == "actors" else run_random_protocol
+        results[protocol] = run(config, clips, speech, out)
+    if config.final:
+        model, results["final"] = train_final(config, clips, speech, out)
+        if rank == 0:
+            from .card import write_card
+
+            model.save_pretrained(out)
+            write_card(out, config, results, model)
+            _log(f"saved the shipped model to {out}")
+            if config.push_to_hub:
+                from .hub import push_folder
+
+                push_folder(out, config.push_to_hub)
+    if rank == 0:
+        _write_json(out / "metrics.json", results)
+    if world > 1:
+        dist.destroy_process_group()
+    return results
+
+
+# -----------------------------------------------------------------------------
+# helpers
+
+
+def _init_distributed(config: TrainConfig) -> tuple[int, int]:
+    if "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1 and not dist.is_initialized():
+        backend = "nccl" if _device(config).type == "cuda" else "gloo"
+        dist.init_process_group(backend)
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    return _rank_and_world()
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _device(config: TrainConfig) -> torch.device:
+    device = resolve_device(config.device)
+    if device.type == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return device
+
+
+def _log(message: str) -> None:
+    if _rank_and_world()[0] == 0:
+        tqdm.write(message)
+
+
+def _write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+
+
+def _write_predictions(path: Path, clips: list[Clip], probabilities: np.ndarray, folds: list[list[int]], labels: list[str]) -> None:
+    fold_of = {actor: k + 1 for k, fold in enumerate(folds) for actor in fold}
+    rows = ["path,actor,fold,true,predicted," + ",".join(f"p_{label}" for label in labels)]
+    for clip, p in zip(clips, probabilities):
+        rows.append(",".join([Path(clip.path).name, str(clip.actor), str(fold_of[clip.actor]), clip.emotion,
+                              labels[int(p.argmax())], *(f"{x:.4f}" for x in p)]))
+    path.write_text("\n".join(rows) + "\n")
