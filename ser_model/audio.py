@@ -205,7 +205,7 @@ def _resample(samples: np.ndarray, sample_rate: int) -> np.ndarray:
         return samples
     # A rate sharing no large factor with 16 kHz (e.g. 44101 Hz) would need a huge sinc kernel;
     # snapping it to the nearest 100 Hz changes pitch by < 0.3%, far below what the model hears.
-    if math.gcd(sample_rate, SAMPLE_RATE) < 100:
+    if math.gcd(sample_rate, SAMPLE_RATE) < 20:
         sample_rate = max(round(sample_rate, -2), 100)
     resampled = AF.resample(torch.from_numpy(samples), sample_rate, SAMPLE_RATE)
     return resampled.numpy()

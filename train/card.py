@@ -106,6 +106,8 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
         augmentation.append("random placement/crop in the window")
     if config.spec_augment:
         augmentation.append("SpecAugment (2 frequency masks of up to 8 bands, 2 time masks of up to 250 ms)")
+    if len(config.speed_factors) > 1:
+        augmentation.append(f"speed perturbation x{', x'.join(str(f) for f in config.speed_factors)}")
     if config.mixup_alpha:
         augmentation.append(f"mixup (alpha {config.mixup_alpha})")
 

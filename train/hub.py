@@ -16,13 +16,13 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool | None = None
     The token comes from ``HF_TOKEN`` or ``hf auth login`` through ``huggingface_hub`` and is never printed.
     """
     api = HfApi()
-    repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+    repo_url = api.create_repo(repo_id, private=private, exist_ok=True)
     commit = api.upload_folder(
-        repo_id=repo_id,
+        repo_id=repo_url.repo_id,
         folder_path=folder,
         repo_type="model",
         commit_message="Upload EmotionNet checkpoint",
         ignore_patterns=IGNORE,
     )
-    print(f"pushed {folder} to https://huggingface.co/{repo_id}")
+    print(f"pushed {folder} to {repo_url}")
     return commit.commit_url

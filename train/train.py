@@ -29,7 +29,7 @@ from ser_model.audio import split_windows
 from ser_model.inference import resolve_device
 from ser_model.model import EmotionNet, ModelConfig
 
-from .augment import add_white_noise, mixup, place_in_window, spec_augment
+from .augment import add_white_noise, change_speed, mixup, place_in_window, spec_augment
 from .data import Clip, actor_folds, load_speech, parse_ravdess, random_split, validation_actors, write_table
 from .metrics import classification_metrics, plot_confusion, plot_curves
 
@@ -44,6 +44,7 @@ class TrainConfig:
     final: bool = True  # fit the shipped model on every actor after the evaluations
     actors: list[int] | None = None  # restrict to these actors (quick runs and tests)
     n_folds: int = 5  # actors protocol: 20 actors -> 4 per test fold, 2 men and 2 women
+    only_folds: list[int] | None = None  # run just these folds (1-based), for quick ablations
     model: ModelConfig = field(default_factory=ModelConfig)
     # optimisation
     epochs: int = 40
@@ -58,6 +59,7 @@ class TrainConfig:
     noise_prob: float = 0.67  # the notebook trained on 2 noisy copies per clean clip
     snr_db: tuple[float, float] = (15.0, 30.0)
     time_shift: bool = True
+    speed_factors: list[float] = field(default_factory=lambda: [1.0])  # e.g. 0.9 1.0 1.1 for speed perturbation
     spec_augment: bool = True
     mixup_alpha: float = 0.0  # 0 turns mixup off
     # machinery
@@ -103,17 +105,20 @@ def train_one_epoch(
     model: EmotionNet,
     classifier: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    speech: list[np.ndarray],
+    speech: list[list[np.ndarray]],
     labels: np.ndarray,
     epoch: int,
     config: TrainConfig,
     device: torch.device,
 ) -> float:
-    """One pass over the training clips in a seeded order; returns the mean training loss."""
+    """One pass over the training clips in a seeded order; returns the mean training loss.
+
+    ``speech[v][i]`` is clip ``i`` at speed variant ``v``; each example draws one variant.
+    """
     rank, world = _rank_and_world()
     rng = np.random.default_rng([config.seed, epoch])  # seeded per epoch so --resume replays exactly
     torch.manual_seed(config.seed * 10_000 + epoch * 100 + rank)
-    order = rng.permutation(len(speech))
+    order = rng.permutation(len(labels))
     steps = len(order) // config.batch_size  # drop the ragged last batch: BatchNorm needs several clips
     model.train()
     total = 0.0
@@ -122,7 +127,9 @@ def train_one_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = order[step * config.batch_size : (step + 1) * config.batch_size][rank::world]
-        waveform = place_in_window([speech[i] for i in batch], model.config.n_samples, rng if config.time_shift else None)
+        variants = rng.integers(0, len(speech), len(batch))
+        clips = [speech[v][i] for v, i in zip(variants, batch)]
+        waveform = place_in_window(clips, model.config.n_samples, rng if config.time_shift else None)
         targets = torch.from_numpy(labels[batch])
         noisy = torch.rand(len(batch)) < config.noise_prob
         snr_db = torch.empty(len(batch)).uniform_(*config.snr_db)
@@ -199,6 +206,7 @@ def fit(
         start_epoch, history = checkpoint["epoch"], json.loads(checkpoint["history"])
         best_state, best_ua, stale = checkpoint["best_model"], checkpoint["best_ua"], checkpoint["stale"]
         _log(f"resuming {run_dir.name} after epoch {start_epoch}")
+    train_variants = [change_speed(train_speech, factor) for factor in config.speed_factors]
     classifier = LogMelClassifier(model)
     if world > 1:
         classifier = DistributedDataParallel(classifier)
@@ -207,7 +215,7 @@ def fit(
         if stale >= config.patience:
             break
         started = time.perf_counter()
-        train_loss = train_one_epoch(model, classifier, optimizer, train_speech, train_labels, epoch, config, device)
+        train_loss = train_one_epoch(model, classifier, optimizer, train_variants, train_labels, epoch, config, device)
         if world > 1:  # BatchNorm statistics are per process; rank 0's make every rank judge the same model
             for buffer in model.buffers():
                 dist.broadcast(buffer, src=0)
@@ -260,11 +268,15 @@ def run_actors_protocol(config: TrainConfig, clips: list[Clip], speech: list[np.
     folds = actor_folds(clips, config.n_folds)
     fold_results, probabilities = [], np.zeros((len(clips), len(config.model.labels)))
     for k, test_actors in enumerate(folds):
+        if config.only_folds and k + 1 not in config.only_folds:
+            continue
         train_actors = sorted({c.actor for c in clips} - set(test_actors))
         val_actors = validation_actors(train_actors)
         fit_idx = [i for i, c in enumerate(clips) if c.actor in train_actors and c.actor not in val_actors]
         val_idx = [i for i, c in enumerate(clips) if c.actor in val_actors]
         test_idx = [i for i, c in enumerate(clips) if c.actor in test_actors]
+        if not fit_idx:
+            raise ValueError(f"Fold {k + 1} leaves no actors to train on; use more actors or fewer folds.")
         run_dir = out / "runs" / f"actors-fold{k + 1}"
         result = _run_or_load(config, speech, labels, fit_idx, val_idx, test_idx, run_dir)
         result |= {"test_actors": test_actors, "val_actors": val_actors}
@@ -273,8 +285,10 @@ def run_actors_protocol(config: TrainConfig, clips: list[Clip], speech: list[np.
         fold_results.append(result)
         _log(f"fold {k + 1}/{len(folds)} test actors {test_actors}: acc {result['accuracy']:.3f} UA {result['unweighted_recall']:.3f}")
 
+    tested = np.isin([c.actor for c in clips], [a for r in fold_results for a in r["test_actors"]])
+    labels, probabilities, clips = labels[tested], probabilities[tested], [c for c, t in zip(clips, tested) if t]
     pooled = classification_metrics(labels, probabilities.argmax(1), config.model.labels)
-    summary = {"protocol": "actors", "n_folds": len(folds), "folds": fold_results, "pooled": pooled}
+    summary = {"protocol": "actors", "n_folds": len(fold_results), "folds": fold_results, "pooled": pooled}
     for metric in ("accuracy", "unweighted_recall", "macro_f1"):
         values = [f[metric] for f in fold_results]
         summary[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "min": min(values), "max": max(values)}

@@ -1,0 +1,108 @@
+"""Figures of what the model saw and where it looked, for the app and notebooks.
+
+Figures are built with ``matplotlib.figure.Figure`` (no pyplot state), so concurrent requests
+cannot draw into each other's axes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from .audio import HOP_LENGTH, SAMPLE_RATE
+from .inference import Prediction
+
+FRAME_SECONDS = HOP_LENGTH / SAMPLE_RATE
+
+
+def attention_rollout(attentions: np.ndarray) -> np.ndarray:
+    """How much each token contributes to the clip embedding, through every layer.
+
+    Attention rollout (Abnar & Zuidema 2020, https://arxiv.org/abs/2005.00928): average the heads,
+    add the residual path as identity, renormalise, multiply through the layers. The model averages
+    its output tokens, so a token's relevance is its mean column of the rolled-out matrix.
+
+    attentions: (n_layers, n_heads, T, T) -> (T,), summing to 1.
+    """
+    n_tokens = attentions.shape[-1]
+    rollout = np.eye(n_tokens)
+    for layer in attentions:
+        mixed = 0.5 * layer.mean(axis=0) + 0.5 * np.eye(n_tokens)
+        rollout = (mixed / mixed.sum(axis=-1, keepdims=True)) @ rollout
+    relevance = rollout.mean(axis=0)
+    return relevance / relevance.sum()
+
+
+def mel_band_centres_hz(n_mels: int) -> np.ndarray:
+    """Centre frequency of each mel band (HTK mel scale, as torchaudio's default)."""
+    mel = np.linspace(0, 2595 * np.log10(1 + (SAMPLE_RATE / 2) / 700), n_mels + 2)[1:-1]
+    return 700 * (10 ** (mel / 2595) - 1)
+
+
+def plot_spectrogram(prediction: Prediction) -> Figure:
+    """The log-mel input with time (s) and frequency (Hz) axes, and attention rollout over time."""
+    log_mel = prediction.log_mel
+    n_mels, n_frames = log_mel.shape
+    seconds = n_frames * FRAME_SECONDS
+    relevance = attention_rollout(prediction.attentions)
+    token_seconds = seconds / len(relevance)
+
+    fig = Figure(figsize=(8, 4.2), dpi=100, layout="constrained")
+    spec_ax, curve_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    top = log_mel.max()
+    image = spec_ax.imshow(log_mel, origin="lower", aspect="auto", cmap="magma", vmin=top - 80, vmax=top,
+                           extent=(0, seconds, 0, n_mels))
+    ticks = [0, n_mels // 4, n_mels // 2, 3 * n_mels // 4, n_mels - 1]
+    spec_ax.set_yticks(ticks, [f"{mel_band_centres_hz(n_mels)[t]:,.0f}" for t in ticks])
+    spec_ax.set_ylabel("frequency (Hz)")
+    spec_ax.set_title("Log-mel spectrogram the model heard, and where it listened", fontsize=11)
+    centres = (np.arange(len(relevance)) + 0.5) * token_seconds
+    curve_ax.fill_between(centres, relevance, color="#4c78a8", alpha=0.35)
+    curve_ax.plot(centres, relevance, color="#4c78a8")
+    curve_ax.set_ylim(0, relevance.max() * 1.15)
+    curve_ax.set_yticks([])
+    curve_ax.set_ylabel("attention")
+    curve_ax.set_xlabel("time (s)")
+    curve_ax.set_xlim(0, seconds)
+    fig.colorbar(image, ax=[spec_ax, curve_ax], label="power (dB)", pad=0.01)  # one bar keeps the time axes aligned
+    return fig
+
+
+def plot_attention_maps(prediction: Prediction) -> Figure:
+    """Every layer's and head's time x time attention: row = query time, column = attended time."""
+    attentions = prediction.attentions
+    n_layers, n_heads, n_tokens, _ = attentions.shape
+    seconds = prediction.log_mel.shape[1] * FRAME_SECONDS
+    fig = Figure(figsize=(2.1 * n_heads + 0.8, 2.1 * n_layers + 0.6), dpi=100, layout="constrained")
+    axes = np.atleast_2d(fig.subplots(n_layers, n_heads, sharex=True, sharey=True, squeeze=False))
+    for layer in range(n_layers):
+        for head in range(n_heads):
+            ax = axes[layer, head]
+            image = ax.imshow(attentions[layer, head], cmap="viridis", origin="lower", extent=(0, seconds, 0, seconds),
+                              vmin=0, vmax=attentions[layer, head].max())
+            ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=9)
+            ax.tick_params(labelsize=7)
+            if head == 0:
+                ax.set_ylabel("query time (s)", fontsize=8)
+            if layer == n_layers - 1:
+                ax.set_xlabel("attended time (s)", fontsize=8)
+    fig.suptitle("Attention maps: where each moment looked (layer x head)", fontsize=11)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
+    return fig
+
+
+def plot_timeline(prediction: Prediction) -> Figure:
+    """Probability of each emotion over time, one point per window (centre time)."""
+    labels = list(prediction.probabilities)
+    centres = prediction.window_starts + prediction.log_mel.shape[1] * FRAME_SECONDS / 2
+    fig = Figure(figsize=(8, 3), dpi=100, layout="constrained")
+    ax = fig.subplots()
+    colors = [f"C{i}" for i in range(len(labels))]
+    for i, label in enumerate(labels):
+        ax.plot(centres, prediction.window_probabilities[:, i], marker="o", ms=3, label=label, color=colors[i])
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("probability")
+    ax.set_ylim(0, 1)
+    ax.set_title(f"Emotion over time ({len(centres)} windows); overall: {prediction.label}", fontsize=11)
+    ax.legend(ncols=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    return fig

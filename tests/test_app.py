@@ -1,0 +1,149 @@
+"""The Gradio app end to end: a real app.py process, driven by headless Chromium and by gradio_client.
+
+Screenshots go to test-artifacts/screenshots/ (not committed).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+
+from .conftest import ROOT, speech_like
+
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+EMOTIONS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    """python app.py with no arguments, offline, as on a fresh machine."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("app") / "app.log"
+    env = os.environ | {"GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "HF_HUB_OFFLINE": "1",
+                        "GRADIO_ANALYTICS_ENABLED": "False"}
+    env.pop("SER_MODEL_REPO", None)
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.time() + 120
+        while "Running on" not in log.read_text():
+            if process.poll() is not None or time.time() > deadline:
+                process.kill()
+                pytest.fail(f"app.py did not start:\n{log.read_text()}")
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}"
+        process.terminate()
+        process.wait(timeout=30)
+    # Gradio logs the user errors it shows (gr.Error); anything else is a crash.
+    text = log.read_text()
+    assert text.count("Traceback") == text.count("gradio.exceptions.Error"), text
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    speech = np.concatenate([np.zeros(8000, np.float32), speech_like(2.5), np.zeros(8000, np.float32)])
+    at_48k = AF.resample(torch.from_numpy(speech), 16000, 48000).numpy()
+    sf.write(folder / "speech.wav", speech, 16000)
+    sf.write(folder / "mic.wav", np.stack([at_48k, at_48k], axis=1), 48000, subtype="PCM_16")  # what a mic gives
+    (folder / "notes.txt").write_text("Not audio at all, just a teacher's notes.")
+    (folder / "notes.wav").write_text("Not audio either, whatever its name says.")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def browser(clips):
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    assert os.path.exists(CHROMIUM), "Debian's chromium is needed: apt-get install -y chromium"
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        fake_microphone = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                           f"--use-file-for-fake-audio-capture={clips / 'mic.wav'}"]
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + fake_microphone)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def page(browser, app_url):
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, permissions=["microphone"])
+    page = context.new_page()
+    page.goto(app_url)
+    page.get_by_role("button", name="Recognise emotion").wait_for(timeout=30_000)
+    yield page
+    context.close()
+
+
+def _upload(page, path):
+    page.get_by_label("Upload file").click()
+    page.locator("input[type=file]").set_input_files(str(path))
+
+
+def _wait_for_verdict(page):
+    page.wait_for_function("() => !document.querySelector('.verdict').innerText.includes('waiting')", timeout=60_000)
+    return page.locator(".verdict").inner_text()
+
+
+def _assert_results_rendered(page):
+    verdict = _wait_for_verdict(page)
+    assert any(emotion in verdict for emotion in EMOTIONS) and "% confident" in verdict
+    probabilities = page.locator(".gradio-container").inner_text()
+    assert all(emotion in probabilities for emotion in EMOTIONS)
+    for plot in ("#spectrogram", "#attention"):
+        figure = page.locator(f"{plot} img").first
+        figure.wait_for(timeout=30_000)
+        assert figure.evaluate("img => img.complete && img.naturalWidth") > 300  # a rendered figure, not an icon
+
+
+def test_upload_shows_emotion_probabilities_spectrogram_and_attention(page, clips):
+    _upload(page, clips / "speech.wav")
+    _assert_results_rendered(page)
+    page.screenshot(path=str(SCREENSHOTS / "upload.png"), full_page=True)
+
+
+def test_microphone_recording_gets_a_prediction(page):
+    page.get_by_role("button", name="Record", exact=True).click()
+    page.wait_for_timeout(3500)
+    page.get_by_role("button", name="Stop", exact=True).first.click()
+    _assert_results_rendered(page)
+    page.screenshot(path=str(SCREENSHOTS / "microphone.png"), full_page=True)
+
+
+def test_non_audio_upload_shows_an_error_and_the_app_keeps_working(page, clips):
+    # The browser refuses a file that is not audio by type; the server refuses one that only says it is.
+    _upload(page, clips / "notes.txt")
+    page.get_by_text("Invalid file type: notes.txt", exact=False).first.wait_for(timeout=30_000)
+    page.locator("input[type=file]").set_input_files(str(clips / "notes.wav"))
+    page.get_by_text("Could not read 'notes.wav' as audio", exact=False).first.wait_for(timeout=30_000)
+    page.screenshot(path=str(SCREENSHOTS / "error.png"), full_page=True)
+    page.get_by_label("Clear").first.click()
+    _upload(page, clips / "speech.wav")
+    _assert_results_rendered(page)
+
+
+def test_gradio_client_api_returns_eight_probabilities(app_url, clips):
+    from gradio_client import Client, handle_file
+
+    client = Client(app_url, verbose=False)
+    result = client.predict(handle_file(str(clips / "speech.wav")), api_name="/predict")
+    confidences = {c["label"]: c["confidence"] for c in result["confidences"]}
+    assert set(confidences) == set(EMOTIONS)
+    assert sum(confidences.values()) == pytest.approx(1.0, abs=1e-4)
+    assert result["label"] == max(confidences, key=confidences.get)

@@ -1,0 +1,92 @@
+"""ser_model.inference: the predict API on the shipped checkpoint, with the inputs browsers send."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torchaudio.functional as AF
+
+from ser_model import DEFAULT_CHECKPOINT, AudioError, EmotionRecognizer, resolve_device
+from ser_model.audio import SAMPLE_RATE
+
+from .conftest import speech_like
+
+
+@pytest.fixture(scope="module")
+def recognizer() -> EmotionRecognizer:
+    return EmotionRecognizer.from_pretrained(DEFAULT_CHECKPOINT, device="cpu")
+
+
+def assert_same_prediction(a, b, atol=0.03):
+    assert a.label == b.label
+    np.testing.assert_allclose(list(a.probabilities.values()), list(b.probabilities.values()), atol=atol)
+
+
+def test_prediction_fields(recognizer):
+    prediction = recognizer.predict((SAMPLE_RATE, speech_like(2.0)))
+    config = recognizer.model.config
+    assert prediction.label in config.labels and list(prediction.probabilities) == config.labels
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert prediction.log_mel.shape == (config.n_mels, config.n_frames)
+    assert prediction.attentions.shape == (config.n_layers, config.n_heads, config.n_tokens, config.n_tokens)
+    assert prediction.window_probabilities.shape == (1, len(config.labels))
+
+
+def test_long_audio_gives_a_timeline_and_the_mean_as_verdict(recognizer):
+    audio = np.concatenate([speech_like(3.0, seed=s) for s in range(4)])  # 12 s
+    prediction = recognizer.predict((SAMPLE_RATE, audio))
+    n = len(prediction.window_starts)
+    assert n >= 7 and prediction.window_probabilities.shape == (n, 8)
+    np.testing.assert_allclose(prediction.window_probabilities.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(list(prediction.probabilities.values()), prediction.window_probabilities.mean(0), atol=1e-6)
+
+
+@pytest.mark.parametrize("rate", [8000, 48000])
+def test_other_rates_match_16k_mono(recognizer, rate):
+    speech = speech_like(2.0)
+    other = AF.resample(torch.from_numpy(speech), SAMPLE_RATE, rate).numpy()
+    assert_same_prediction(recognizer.predict((rate, other)), recognizer.predict((SAMPLE_RATE, speech)))
+
+
+def test_stereo_int16_matches_mono_float(recognizer):
+    speech = speech_like(2.0)
+    stereo_int16 = np.repeat(np.round(speech * 32767).astype(np.int16)[:, None], 2, axis=1)
+    assert_same_prediction(recognizer.predict((SAMPLE_RATE, stereo_int16)), recognizer.predict((SAMPLE_RATE, speech)), atol=1e-3)
+
+
+@pytest.mark.parametrize("gain_db", [-30, -12, 12])
+def test_prediction_does_not_depend_on_level(recognizer, gain_db):
+    speech = speech_like(2.0)
+    louder = speech * 10 ** (gain_db / 20)  # +12 dB peaks above full scale, as a float array may
+    assert_same_prediction(recognizer.predict((SAMPLE_RATE, louder)), recognizer.predict((SAMPLE_RATE, speech)), atol=1e-3)
+
+
+def test_prediction_does_not_depend_on_room_noise_before_and_after(recognizer):
+    rng = np.random.default_rng(3)
+    speech = speech_like(2.0, seed=5)
+    hum = lambda n: 0.002 * rng.standard_normal(n).astype(np.float32)  # noqa: E731
+    recording = np.concatenate([hum(2 * SAMPLE_RATE), speech + hum(len(speech)), hum(int(2.5 * SAMPLE_RATE))])
+    assert_same_prediction(recognizer.predict((SAMPLE_RATE, recording)), recognizer.predict((SAMPLE_RATE, speech)), atol=0.05)
+
+
+@pytest.mark.parametrize(
+    "audio, message",
+    [
+        ((SAMPLE_RATE, np.zeros(0, np.float32)), "empty"),
+        ((SAMPLE_RATE, np.zeros(3 * SAMPLE_RATE, np.float32)), "silent"),
+        ((SAMPLE_RATE, speech_like(0.1)), "at least"),
+        ((SAMPLE_RATE, np.full(SAMPLE_RATE, np.nan, np.float32)), "NaN"),
+    ],
+    ids=["empty", "silent", "too short", "nan"],
+)
+def test_predict_refuses_bad_audio(recognizer, audio, message):
+    with pytest.raises(AudioError, match=message):
+        recognizer.predict(audio)
+
+
+def test_device_auto_picks_an_available_device():
+    device = resolve_device("auto")
+    assert device.type in {"cuda", "mps", "cpu"}
+    if not torch.cuda.is_available() and not torch.backends.mps.is_available():
+        assert device.type == "cpu"

@@ -1,0 +1,39 @@
+"""ser_model.model: shapes, attention maps, and the sizes in the config."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ser_model import EmotionNet, ModelConfig
+
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("overrides", [{}, {"n_layers": 3, "n_heads": 2}, {"cnn_kernel_sizes": [3, 3], "n_mels": 40}])
+def test_forward_shapes(batch, overrides):
+    config = ModelConfig(**overrides)
+    model = EmotionNet(config).eval()
+    waveform = torch.randn(batch, config.n_samples)
+    output = model(waveform, return_attention=True)
+    assert output.logits.shape == (batch, len(config.labels))
+    assert output.attentions.shape == (batch, config.n_layers, config.n_heads, config.n_tokens, config.n_tokens)
+    assert model.frontend(waveform).shape == (batch, config.n_mels, config.n_frames)
+
+
+def test_attention_rows_sum_to_one_and_do_not_change_the_logits(random_model):
+    waveform = torch.randn(2, random_model.config.n_samples) * 0.1
+    with torch.inference_mode():
+        plain = random_model(waveform)
+        with_maps = random_model(waveform, return_attention=True)
+    assert plain.attentions is None
+    torch.testing.assert_close(with_maps.logits, plain.logits, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(with_maps.attentions.sum(-1), torch.ones(with_maps.attentions.shape[:-1]))
+    assert (with_maps.attentions >= 0).all()
+
+
+def test_attention_is_trainable_path_too():
+    # The explicit-softmax path is differentiable, so maps can be asked for in training as well.
+    model = EmotionNet(ModelConfig()).train()
+    output = model(torch.randn(2, model.config.n_samples), return_attention=True)
+    output.logits.sum().backward()
+    assert model.transformer.blocks[0].attention.qkv.weight.grad is not None

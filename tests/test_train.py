@@ -1,0 +1,236 @@
+"""train: the RAVDESS table, the splits, augmentation, a short real training, resume, evaluation, DDP, Hub push."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from ser_model import EmotionNet
+from train.augment import add_white_noise, change_speed, place_in_window, spec_augment
+from train.data import actor_folds, load_speech, parse_ravdess, random_split, validation_actors
+from train.train import TrainConfig, fit, main
+
+from .conftest import RAVDESS, ROOT, speech_like
+
+RAVDESS_DIR = os.environ.get("RAVDESS_DIR", str(RAVDESS))  # tests read the shared copy; none is committed
+TINY = dict(cnn_channels=[8, 16], d_model=32, n_layers=1)  # a model size that trains in seconds
+
+
+def tiny_config(tmp_path, **overrides) -> TrainConfig:
+    config = TrainConfig(data=RAVDESS_DIR, out=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), epochs=2,
+                         batch_size=16, protocols=[], final=False, actors=[1, 2])
+    config.model = replace(config.model, **TINY)
+    return replace(config, **overrides)
+
+
+def test_parse_ravdess_reads_the_shared_copy():
+    clips = parse_ravdess(RAVDESS_DIR)
+    assert len(clips) == 1200 and len({c.actor for c in clips}) == 20
+    assert all(len([c for c in clips if c.actor == a]) == 60 for a in {c.actor for c in clips})
+    first = clips[0]
+    assert (first.emotion, first.intensity, first.statement, first.repetition, first.actor, first.gender) == (
+        "neutral", "normal", 1, 1, 1, "male")
+
+
+def test_parse_ravdess_accepts_official_wav_names_and_skips_others(tmp_path):
+    actor = tmp_path / "Actor_07"
+    actor.mkdir()
+    for name in ("03-01-05-02-01-02-07.wav", "03-01-03-01-02-01-07.wav"):
+        sf.write(actor / name, speech_like(1.0, 48000), 48000)  # the official download is 48 kHz WAV
+    sf.write(actor / "my-recording.wav", speech_like(1.0), 16000)
+    sf.write(actor / "02-01-05-02-01-02-07.wav", speech_like(1.0), 16000)  # video modality: not ours
+    with pytest.warns(UserWarning, match="Skipped 2 audio files"):
+        clips = parse_ravdess(tmp_path)
+    assert [(c.emotion, c.intensity, c.gender) for c in clips] == [("happy", "normal", "male"), ("angry", "strong", "male")]
+    speech = load_speech(clips)
+    assert all(abs(len(s) / 16000 - 1.0) < 0.3 for s in speech)  # resampled from 48 kHz and trimmed
+
+
+def test_parse_ravdess_refuses_a_folder_without_ravdess(tmp_path):
+    (tmp_path / "readme.txt").write_text("nothing here")
+    with pytest.raises(ValueError, match="No RAVDESS speech files"):
+        parse_ravdess(tmp_path)
+    with pytest.raises(FileNotFoundError):
+        parse_ravdess(tmp_path / "missing")
+
+
+def test_actor_folds_are_disjoint_gender_balanced_and_keep_validation_out_of_test():
+    clips = parse_ravdess(RAVDESS_DIR)
+    folds = actor_folds(clips, 5)
+    actors = sorted({c.actor for c in clips})
+    assert sorted(a for f in folds for a in f) == actors  # every actor tested exactly once
+    for fold in folds:
+        assert len(fold) == 4 and sum(a % 2 for a in fold) == 2  # 2 men, 2 women
+        train_actors = [a for a in actors if a not in fold]
+        val = validation_actors(train_actors)
+        assert set(val) <= set(train_actors) and not set(val) & set(fold) and len(val) == 2
+        assert sum(a % 2 for a in val) == 1
+
+
+def test_random_split_is_disjoint_and_stratified():
+    clips = parse_ravdess(RAVDESS_DIR)
+    train, val, test = random_split(clips, seed=0)
+    assert not (set(train) & set(val) or set(train) & set(test) or set(val) & set(test))
+    assert len(train) + len(val) + len(test) == len(clips) and abs(len(test) - 120) <= 8
+    for emotion in {c.emotion for c in clips}:
+        share = sum(clips[i].emotion == emotion for i in test) / len(test)
+        overall = sum(c.emotion == emotion for c in clips) / len(clips)
+        assert abs(share - overall) < 0.02
+
+
+def test_white_noise_has_the_snr_it_claims_and_ignores_padding():
+    torch.manual_seed(0)
+    clean = place_in_window([speech_like(1.5, seed=s) for s in range(4)], 48000, rng=None)  # zero-padded
+    snr = torch.tensor([15.0, 20.0, 25.0, 30.0])
+    noisy = add_white_noise(clean, snr)
+    voiced = clean != 0
+    for i in range(4):
+        signal = clean[i][voiced[i]].pow(2).mean()
+        noise = (noisy[i] - clean[i])[voiced[i]].pow(2).mean()
+        assert 10 * torch.log10(signal / noise) == pytest.approx(snr[i].item(), abs=0.3)
+
+
+def test_augmentations_keep_shapes_and_labels():
+    rng = np.random.default_rng(0)
+    clips = [speech_like(2.0), speech_like(4.0)]
+    batch = place_in_window(clips, 48000, rng)
+    assert batch.shape == (2, 48000)
+    log_mel = torch.randn(2, 64, 301)
+    masked = spec_augment(log_mel, n_freq_masks=2, max_freq=8, n_time_masks=2, max_time=25)
+    assert masked.shape == log_mel.shape and 0 < (masked != log_mel).float().mean() < 0.5
+    slower = change_speed(clips, 0.9)
+    assert len(slower[0]) == pytest.approx(len(clips[0]) / 0.9, rel=0.01)
+    # Augmentation acts on inputs only; the loop indexes labels by the same clip order it draws.
+
+
+def test_short_real_training_lowers_the_loss_and_beats_chance(tmp_path):
+    torch.set_num_threads(2)
+    # Augmentation off and few clips: the test is that the loop learns, not that the model generalises.
+    config = tiny_config(tmp_path, epochs=10, lr=5e-3, warmup_epochs=1, patience=100, noise_prob=0.0,
+                         spec_augment=False, time_shift=False, label_smoothing=0.0)
+    clips = [c for c in parse_ravdess(RAVDESS_DIR) if c.actor in config.actors]
+    speech, labels = load_speech(clips, config.cache_dir), np.array([c.label for c in clips])
+    model, history = fit(config, speech, labels, speech[:60], labels[:60], tmp_path / "run")
+    assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.3, history
+    from train.train import evaluate
+
+    train_accuracy = evaluate(model, speech, labels, torch.device("cpu"))["accuracy"]
+    assert train_accuracy > 0.3, train_accuracy  # chance is 1/8; 0.3 on 120 clips is far beyond luck
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path, monkeypatch):
+    import train.train as loop
+
+    config = tiny_config(tmp_path, epochs=3, patience=100)
+    clips = [c for c in parse_ravdess(RAVDESS_DIR) if c.actor in config.actors]
+    speech, labels = load_speech(clips, config.cache_dir), np.array([c.label for c in clips])
+    args = (speech, labels, speech[:40], labels[:40])
+
+    real_epoch = loop.train_one_epoch
+
+    def killed_in_epoch_3(*a, **kw):
+        if a[5] == 2:  # the epoch argument: the process dies during the third epoch
+            raise KeyboardInterrupt
+        return real_epoch(*a, **kw)
+
+    monkeypatch.setattr(loop, "train_one_epoch", killed_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        fit(config, *args, tmp_path / "stopped")
+    monkeypatch.setattr(loop, "train_one_epoch", real_epoch)
+    resumed, history = fit(replace(config, resume=True), *args, tmp_path / "stopped")
+    straight, straight_history = fit(config, *args, tmp_path / "straight")
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert [h["train_loss"] for h in history] == pytest.approx([h["train_loss"] for h in straight_history], abs=1e-6)
+    for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_training_cli_writes_a_checkpoint_folder_that_loads(tmp_path):
+    config = tiny_config(tmp_path, protocols=["actors"], n_folds=3, only_folds=[1], final=True,
+                         actors=[1, 2, 3, 4, 5, 6], epochs=1)
+    results = main(config)
+    out = tmp_path / "out"
+    for name in ("model.safetensors", "config.json", "README.md", "metrics.json", "training_curves.png",
+                 "confusion_actors.png", "predictions_actors.csv"):
+        assert (out / name).is_file(), name
+    assert results["actors"]["n_folds"] == 1 and results["actors"]["pooled"]["n"] == 120
+    card = (out / "README.md").read_text()
+    assert "unseen speakers" in card and "CC BY-NC-SA 4.0" in card and "Livingstone" in card
+    assert EmotionNet.from_pretrained(out).config.cnn_channels == [8, 16]
+
+
+def test_evaluate_cli_writes_the_metrics_json(tmp_path):
+    model_dir = tmp_path / "model"
+    EmotionNet(replace(TrainConfig().model, **TINY)).save_pretrained(model_dir)
+    report = tmp_path / "metrics.json"
+    result = subprocess.run(
+        [sys.executable, "-m", "train.evaluate", "--data", f"{RAVDESS_DIR}/Actor_01", "--model", str(model_dir),
+         "--json", str(report)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(report.read_text())
+    assert {"accuracy", "unweighted_recall", "macro_f1", "n", "labels", "confusion"} <= set(metrics)
+    assert metrics["n"] == 60 and np.array(metrics["confusion"]).sum() == 60
+
+
+def test_evaluate_cli_explains_a_bad_folder(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "train.evaluate", "--data", str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "No RAVDESS speech files" in result.stderr
+
+
+def test_two_process_ddp_run_completes(tmp_path):
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               "-m", "train", "--data", RAVDESS_DIR, "--out", str(out), "--actors", "1", "2", "3", "4", "5", "6",
+               "--folds", "3", "--only-folds", "1", "--epochs", "2", "--threads", "1", "--no-final",
+               "--cache-dir", str(tmp_path / "cache"), "--model", "cnn_channels=8,16", "d_model=32", "n_layers=1"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    fold = json.loads((out / "runs" / "actors-fold1" / "result.json").read_text())
+    assert fold["epochs_run"] == 2 and fold["n"] == 120
+
+
+def test_push_to_hub_uploads_the_folder_at_the_http_boundary(tmp_path, random_model):
+    """The real huggingface_hub client, with its HTTP transport replaced by a recorder."""
+    code = f"""
+import json, httpx2
+from huggingface_hub import set_client_factory
+requests = []
+def hub(request):
+    requests.append((request.method, request.url.path, request.headers.get("authorization"), request.content))
+    path = request.url.path
+    if path == "/api/repos/create":
+        return httpx2.Response(200, json={{"url": "https://hub.test/me/ser-parallel", "name": "me/ser-parallel"}})
+    if "/preupload/" in path:
+        files = json.loads(request.content)["files"]
+        return httpx2.Response(200, json={{"files": [{{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}} for f in files]}})
+    if "/commit/" in path:
+        return httpx2.Response(200, json={{"commitUrl": "https://hub.test/me/ser-parallel/commit/1", "commitOid": "1" * 40}})
+    return httpx2.Response(200, json={{}})
+set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub)))
+from train.hub import push_folder
+print("URL", push_folder(r"{tmp_path / 'model'}", "me/ser-parallel"))
+commit = [r for r in requests if "/commit/" in r[1]][0]
+print("AUTH", commit[2] == "Bearer hf_test_secret")
+print("FILES", sorted(json.loads(line)["value"]["path"] for line in commit[3].decode().splitlines()
+                      if json.loads(line)["key"] == "file"))
+"""
+    folder = tmp_path / "model"
+    random_model.save_pretrained(folder)
+    (folder / "runs").mkdir()
+    (folder / "runs" / "last.pt").write_bytes(b"optimizer state stays local")
+    env = os.environ | {"HF_TOKEN": "hf_test_secret", "HF_ENDPOINT": "https://hub.test", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "URL https://hub.test/me/ser-parallel/commit/1" in result.stdout
+    assert "AUTH True" in result.stdout
+    assert "FILES ['README.md', 'config.json', 'model.safetensors']" in result.stdout
+    assert "hf_test_secret" not in result.stdout.replace("AUTH True", "") + result.stderr  # never printed
