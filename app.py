@@ -33,25 +33,43 @@ except ImportError:
 logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 logger = logging.getLogger("app")
 
-EMOJI = {"neutral": "😐", "calm": "😌", "happy": "😄", "sad": "😢", "angry": "😠", "fearful": "😨",
-         "disgust": "🤢", "surprised": "😲"}
+EMOJI = {
+    "neutral": "😐",
+    "calm": "😌",
+    "happy": "😄",
+    "sad": "😢",
+    "angry": "😠",
+    "fearful": "😨",
+    "disgust": "🤢",
+    "surprised": "😲",
+}
 CONCURRENCY = int(os.environ.get("SER_CONCURRENCY", 2))  # 2 CPU cores on a free Space: one request per core
 
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model-repo", default=os.environ.get("SER_MODEL_REPO"),
-                        help="Hub repo id (or local folder) of the weights; unset or unreachable: the shipped checkpoint")
+    parser.add_argument(
+        "--model-repo",
+        default=os.environ.get("SER_MODEL_REPO"),
+        help="Hub repo id (or local folder) of the weights; unset or unreachable: the shipped checkpoint",
+    )
     parser.add_argument("--revision", default=os.environ.get("SER_MODEL_REVISION"), help="pinned Hub commit or tag")
-    parser.add_argument("--examples", default=os.environ.get("SER_EXAMPLES_DIR"),
-                        help="a RAVDESS folder to offer example clips from (the project ships no audio)")
+    parser.add_argument(
+        "--examples",
+        default=os.environ.get("SER_EXAMPLES_DIR"),
+        help="a RAVDESS folder to offer example clips from (the project ships no audio)",
+    )
     return parser.parse_known_args()[0]  # known only: hosts such as Spaces may pass their own flags
 
 
 def load_recognizer(repo_id: str | None, revision: str | None) -> tuple[EmotionRecognizer, str, str]:
     """The model from the Hub when configured and reachable, else the shipped checkpoint folder."""
     if repo_id and Path(repo_id).is_dir():
-        return EmotionRecognizer.from_pretrained(repo_id), f"the local folder `{repo_id}`", str(Path(repo_id) / "README.md")
+        return (
+            EmotionRecognizer.from_pretrained(repo_id),
+            f"the local folder `{repo_id}`",
+            str(Path(repo_id) / "README.md"),
+        )
     if repo_id:
         try:
             recognizer = EmotionRecognizer.from_pretrained(repo_id, revision=revision)
@@ -114,8 +132,10 @@ def analyze(audio_path: str | None):
     """UI: the verdict, probabilities, spectrogram with attention, attention maps and timeline."""
     prediction = recognize(audio_path)
     confidence = prediction.probabilities[prediction.label]
-    verdict = (f"<div class='verdict'>{EMOJI.get(prediction.label, '')} {prediction.label}"
-               f"<span>{confidence:.0%} confident</span></div>")
+    verdict = (
+        f"<div class='verdict'>{EMOJI.get(prediction.label, '')} {prediction.label}"
+        f"<span>{confidence:.0%} confident</span></div>"
+    )
     long_audio = len(prediction.window_starts) > 1
     return (
         verdict,
@@ -165,8 +185,10 @@ CSS = """
 """
 
 with gr.Blocks(title="Speech emotion recognition") as demo:
-    gr.Markdown("# 🎙️ What emotion is in your voice?\nRecord a sentence or upload a clip. The model shows what it "
-                "heard, where it listened, and which of 8 emotions it recognises.")
+    gr.Markdown(
+        "# 🎙️ What emotion is in your voice?\nRecord a sentence or upload a clip. The model shows what it "
+        "heard, where it listened, and which of 8 emotions it recognises."
+    )
     with gr.Row():
         with gr.Column(scale=2):
             audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Your voice")
@@ -176,12 +198,13 @@ with gr.Blocks(title="Speech emotion recognition") as demo:
             if EXAMPLES:
                 gr.Examples(EXAMPLES, inputs=audio, label="RAVDESS examples (one per emotion)")
         with gr.Column(scale=3):
-            spectrogram = gr.Plot(label="Spectrogram and attention over time", format="png", show_label=False,
-                                  elem_id="spectrogram")
-            attention = gr.Plot(label="Attention maps (layer × head)", format="png", show_label=False,
-                                elem_id="attention")
-    timeline = gr.Plot(label="Emotion timeline", format="png", show_label=False, visible=False,
-                       elem_id="timeline")
+            spectrogram = gr.Plot(
+                label="Spectrogram and attention over time", format="png", show_label=False, elem_id="spectrogram"
+            )
+            attention = gr.Plot(
+                label="Attention maps (layer × head)", format="png", show_label=False, elem_id="attention"
+            )
+    timeline = gr.Plot(label="Emotion timeline", format="png", show_label=False, visible=False, elem_id="timeline")
     with gr.Accordion("How it works", open=False):
         gr.Markdown(HOW_IT_WORKS)
     with gr.Accordion("About the model", open=False):

@@ -9,7 +9,6 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import soundfile as sf
@@ -34,7 +33,7 @@ TARGET_DBFS = -20.0  # the RMS level voiced audio is scaled to, so the input lev
 
 SUPPORTED_FORMATS = "WAV, FLAC, OGG/Vorbis, MP3, AIFF"
 
-AudioInput = Union[str, os.PathLike, tuple[int, np.ndarray], np.ndarray]
+AudioInput = str | os.PathLike | tuple[int, np.ndarray] | np.ndarray
 
 
 class AudioError(ValueError):
@@ -162,9 +161,7 @@ def _read_file(path: Path) -> tuple[np.ndarray, int]:
     try:
         info = sf.info(str(path))
     except (sf.LibsndfileError, RuntimeError, TypeError) as e:
-        raise AudioError(
-            f"Could not read '{path.name}' as audio. Supported formats: {SUPPORTED_FORMATS}."
-        ) from e
+        raise AudioError(f"Could not read '{path.name}' as audio. Supported formats: {SUPPORTED_FORMATS}.") from e
     if info.samplerate > 0 and info.frames / info.samplerate > MAX_SECONDS:
         raise AudioError(_too_long_message(info.frames / info.samplerate))
     try:

@@ -228,9 +228,7 @@ class EmotionNet(
             raise
         except (HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as e:
             # LocalEntryNotFoundError (offline, not cached) and network errors both land here.
-            raise ModelLoadError(
-                f"Could not load the model from '{pretrained_model_name_or_path}': {e}"
-            ) from e
+            raise ModelLoadError(f"Could not load the model from '{pretrained_model_name_or_path}': {e}") from e
 
     @classmethod
     def _from_pretrained(
@@ -252,7 +250,9 @@ class EmotionNet(
             try:
                 config = ModelConfig(**config)
             except TypeError as e:
-                raise ModelLoadError(f"{constants.CONFIG_NAME} of '{model_id}' does not describe an EmotionNet: {e}") from e
+                raise ModelLoadError(
+                    f"{constants.CONFIG_NAME} of '{model_id}' does not describe an EmotionNet: {e}"
+                ) from e
         if Path(model_id).is_dir():
             weights_file = Path(model_id) / constants.SAFETENSORS_SINGLE_FILE
             if not weights_file.is_file():

@@ -50,8 +50,9 @@ def plot_spectrogram(prediction: Prediction) -> Figure:
     fig = Figure(figsize=(8, 4.2), dpi=100, layout="constrained")
     spec_ax, curve_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     top = log_mel.max()
-    image = spec_ax.imshow(log_mel, origin="lower", aspect="auto", cmap="magma", vmin=top - 80, vmax=top,
-                           extent=(0, seconds, 0, n_mels))
+    image = spec_ax.imshow(
+        log_mel, origin="lower", aspect="auto", cmap="magma", vmin=top - 80, vmax=top, extent=(0, seconds, 0, n_mels)
+    )
     ticks = [0, n_mels // 4, n_mels // 2, 3 * n_mels // 4, n_mels - 1]
     spec_ax.set_yticks(ticks, [f"{mel_band_centres_hz(n_mels)[t]:,.0f}" for t in ticks])
     spec_ax.set_ylabel("frequency (Hz)")
@@ -78,8 +79,14 @@ def plot_attention_maps(prediction: Prediction) -> Figure:
     for layer in range(n_layers):
         for head in range(n_heads):
             ax = axes[layer, head]
-            image = ax.imshow(attentions[layer, head], cmap="viridis", origin="lower", extent=(0, seconds, 0, seconds),
-                              vmin=0, vmax=attentions[layer, head].max())
+            image = ax.imshow(
+                attentions[layer, head],
+                cmap="viridis",
+                origin="lower",
+                extent=(0, seconds, 0, seconds),
+                vmin=0,
+                vmax=attentions[layer, head].max(),
+            )
             ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=9)
             ax.tick_params(labelsize=7)
             if head == 0:

@@ -21,8 +21,14 @@ from .conftest import ROOT, speech_like
 
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 EMOTIONS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 
 
@@ -37,8 +43,12 @@ def app_url(tmp_path_factory):
     """python app.py with no arguments, offline, as on a fresh machine."""
     port = _free_port()
     log = tmp_path_factory.mktemp("app") / "app.log"
-    env = os.environ | {"GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1", "HF_HUB_OFFLINE": "1",
-                        "GRADIO_ANALYTICS_ENABLED": "False"}
+    env = os.environ | {
+        "GRADIO_SERVER_PORT": str(port),
+        "GRADIO_SERVER_NAME": "127.0.0.1",
+        "HF_HUB_OFFLINE": "1",
+        "GRADIO_ANALYTICS_ENABLED": "False",
+    }
     env.pop("SER_MODEL_REPO", None)
     with open(log, "w") as out:
         process = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
@@ -74,8 +84,11 @@ def browser(clips):
     assert os.path.exists(CHROMIUM), "Debian's chromium is needed: apt-get install -y chromium"
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with playwright_api.sync_playwright() as p:
-        fake_microphone = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-                           f"--use-file-for-fake-audio-capture={clips / 'mic.wav'}"]
+        fake_microphone = [
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-audio-capture={clips / 'mic.wav'}",
+        ]
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS + fake_microphone)
         yield browser
         browser.close()

@@ -101,8 +101,13 @@ def test_bad_files_raise_audio_error_with_a_message(tmp_path):
     sf.write(tmp_path / "good.wav", speech_like(2.0), SAMPLE_RATE)
     (tmp_path / "truncated.wav").write_bytes((tmp_path / "good.wav").read_bytes()[:30])
     (tmp_path / "random.wav").write_bytes(np.random.default_rng(0).bytes(5000))
-    cases = {"notes.txt": "Could not read", "empty.wav": "Could not read", "truncated.wav": "Could not read|damaged",
-             "random.wav": "Could not read", "missing.wav": "No audio file"}
+    cases = {
+        "notes.txt": "Could not read",
+        "empty.wav": "Could not read",
+        "truncated.wav": "Could not read|damaged",
+        "random.wav": "Could not read",
+        "missing.wav": "No audio file",
+    }
     for name, message in cases.items():
         with pytest.raises(AudioError, match=message):
             load_audio(tmp_path / name)

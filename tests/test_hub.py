@@ -101,12 +101,16 @@ def _hub_cache(root, folder, repo_id="ser-test/emotion-net", commit=COMMIT):
 
 def _run_offline(code: str, cache) -> subprocess.CompletedProcess:
     env = os.environ | {"HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(cache), "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_offline_cache_round_trip_with_pinned_revision(tmp_path, saved, random_model):
     repo_id = _hub_cache(tmp_path / "cache", saved)
-    torch.save(random_model(torch.ones(1, random_model.config.n_samples) * 0.01).logits.detach(), tmp_path / "expected.pt")
+    torch.save(
+        random_model(torch.ones(1, random_model.config.n_samples) * 0.01).logits.detach(), tmp_path / "expected.pt"
+    )
     result = _run_offline(
         f"""
         import torch
@@ -114,7 +118,7 @@ def test_offline_cache_round_trip_with_pinned_revision(tmp_path, saved, random_m
         for revision in (None, "{COMMIT}"):
             model = EmotionNet.from_pretrained("{repo_id}", revision=revision)
             logits = model(torch.ones(1, model.config.n_samples) * 0.01).logits
-            torch.testing.assert_close(logits, torch.load(r"{tmp_path / 'expected.pt'}"), rtol=0, atol=0)
+            torch.testing.assert_close(logits, torch.load(r"{tmp_path / "expected.pt"}"), rtol=0, atol=0)
         print("ok")
         """,
         tmp_path / "cache",

@@ -39,7 +39,9 @@ def test_long_audio_gives_a_timeline_and_the_mean_as_verdict(recognizer):
     n = len(prediction.window_starts)
     assert n >= 7 and prediction.window_probabilities.shape == (n, 8)
     np.testing.assert_allclose(prediction.window_probabilities.sum(1), 1, atol=1e-5)
-    np.testing.assert_allclose(list(prediction.probabilities.values()), prediction.window_probabilities.mean(0), atol=1e-6)
+    np.testing.assert_allclose(
+        list(prediction.probabilities.values()), prediction.window_probabilities.mean(0), atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("rate", [8000, 48000])
@@ -52,14 +54,18 @@ def test_other_rates_match_16k_mono(recognizer, rate):
 def test_stereo_int16_matches_mono_float(recognizer):
     speech = speech_like(2.0)
     stereo_int16 = np.repeat(np.round(speech * 32767).astype(np.int16)[:, None], 2, axis=1)
-    assert_same_prediction(recognizer.predict((SAMPLE_RATE, stereo_int16)), recognizer.predict((SAMPLE_RATE, speech)), atol=1e-3)
+    assert_same_prediction(
+        recognizer.predict((SAMPLE_RATE, stereo_int16)), recognizer.predict((SAMPLE_RATE, speech)), atol=1e-3
+    )
 
 
 @pytest.mark.parametrize("gain_db", [-30, -12, 12])
 def test_prediction_does_not_depend_on_level(recognizer, gain_db):
     speech = speech_like(2.0)
     louder = speech * 10 ** (gain_db / 20)  # +12 dB peaks above full scale, as a float array may
-    assert_same_prediction(recognizer.predict((SAMPLE_RATE, louder)), recognizer.predict((SAMPLE_RATE, speech)), atol=1e-3)
+    assert_same_prediction(
+        recognizer.predict((SAMPLE_RATE, louder)), recognizer.predict((SAMPLE_RATE, speech)), atol=1e-3
+    )
 
 
 def test_prediction_does_not_depend_on_room_noise_before_and_after(recognizer):
@@ -67,7 +73,9 @@ def test_prediction_does_not_depend_on_room_noise_before_and_after(recognizer):
     speech = speech_like(2.0, seed=5)
     hum = lambda n: 0.002 * rng.standard_normal(n).astype(np.float32)  # noqa: E731
     recording = np.concatenate([hum(2 * SAMPLE_RATE), speech + hum(len(speech)), hum(int(2.5 * SAMPLE_RATE))])
-    assert_same_prediction(recognizer.predict((SAMPLE_RATE, recording)), recognizer.predict((SAMPLE_RATE, speech)), atol=0.05)
+    assert_same_prediction(
+        recognizer.predict((SAMPLE_RATE, recording)), recognizer.predict((SAMPLE_RATE, speech)), atol=0.05
+    )
 
 
 @pytest.mark.parametrize(

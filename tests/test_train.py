@@ -25,8 +25,16 @@ TINY = dict(cnn_channels=[8, 16], d_model=32, n_layers=1)  # a model size that t
 
 
 def tiny_config(tmp_path, **overrides) -> TrainConfig:
-    config = TrainConfig(data=RAVDESS_DIR, out=str(tmp_path / "out"), cache_dir=str(tmp_path / "cache"), epochs=2,
-                         batch_size=16, protocols=[], final=False, actors=[1, 2])
+    config = TrainConfig(
+        data=RAVDESS_DIR,
+        out=str(tmp_path / "out"),
+        cache_dir=str(tmp_path / "cache"),
+        epochs=2,
+        batch_size=16,
+        protocols=[],
+        final=False,
+        actors=[1, 2],
+    )
     config.model = replace(config.model, **TINY)
     return replace(config, **overrides)
 
@@ -37,7 +45,13 @@ def test_parse_ravdess_reads_the_shared_copy():
     assert all(len([c for c in clips if c.actor == a]) == 60 for a in {c.actor for c in clips})
     first = clips[0]
     assert (first.emotion, first.intensity, first.statement, first.repetition, first.actor, first.gender) == (
-        "neutral", "normal", 1, 1, 1, "male")
+        "neutral",
+        "normal",
+        1,
+        1,
+        1,
+        "male",
+    )
 
 
 def test_parse_ravdess_accepts_official_wav_names_and_skips_others(tmp_path):
@@ -49,7 +63,10 @@ def test_parse_ravdess_accepts_official_wav_names_and_skips_others(tmp_path):
     sf.write(actor / "02-01-05-02-01-02-07.wav", speech_like(1.0), 16000)  # video modality: not ours
     with pytest.warns(UserWarning, match="Skipped 2 audio files"):
         clips = parse_ravdess(tmp_path)
-    assert [(c.emotion, c.intensity, c.gender) for c in clips] == [("happy", "normal", "male"), ("angry", "strong", "male")]
+    assert [(c.emotion, c.intensity, c.gender) for c in clips] == [
+        ("happy", "normal", "male"),
+        ("angry", "strong", "male"),
+    ]
     speech = load_speech(clips)
     assert all(abs(len(s) / 16000 - 1.0) < 0.3 for s in speech)  # resampled from 48 kHz and trimmed
 
@@ -114,8 +131,17 @@ def test_augmentations_keep_shapes_and_labels():
 def test_short_real_training_lowers_the_loss_and_beats_chance(tmp_path):
     torch.set_num_threads(2)
     # Augmentation off and few clips: the test is that the loop learns, not that the model generalises.
-    config = tiny_config(tmp_path, epochs=10, lr=5e-3, warmup_epochs=1, patience=100, noise_prob=0.0,
-                         spec_augment=False, time_shift=False, label_smoothing=0.0)
+    config = tiny_config(
+        tmp_path,
+        epochs=10,
+        lr=5e-3,
+        warmup_epochs=1,
+        patience=100,
+        noise_prob=0.0,
+        spec_augment=False,
+        time_shift=False,
+        label_smoothing=0.0,
+    )
     clips = [c for c in parse_ravdess(RAVDESS_DIR) if c.actor in config.actors]
     speech, labels = load_speech(clips, config.cache_dir), np.array([c.label for c in clips])
     model, history = fit(config, speech, labels, speech[:60], labels[:60], tmp_path / "run")
@@ -154,12 +180,20 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, monkeypatch):
 
 
 def test_training_cli_writes_a_checkpoint_folder_that_loads(tmp_path):
-    config = tiny_config(tmp_path, protocols=["actors"], n_folds=3, only_folds=[1], final=True,
-                         actors=[1, 2, 3, 4, 5, 6], epochs=1)
+    config = tiny_config(
+        tmp_path, protocols=["actors"], n_folds=3, only_folds=[1], final=True, actors=[1, 2, 3, 4, 5, 6], epochs=1
+    )
     results = main(config)
     out = tmp_path / "out"
-    for name in ("model.safetensors", "config.json", "README.md", "metrics.json", "training_curves.png",
-                 "confusion_actors.png", "predictions_actors.csv"):
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "README.md",
+        "metrics.json",
+        "training_curves.png",
+        "confusion_actors.png",
+        "predictions_actors.csv",
+    ):
         assert (out / name).is_file(), name
     assert results["actors"]["n_folds"] == 1 and results["actors"]["pooled"]["n"] == 120
     card = (out / "README.md").read_text()
@@ -172,8 +206,22 @@ def test_evaluate_cli_writes_the_metrics_json(tmp_path):
     EmotionNet(replace(TrainConfig().model, **TINY)).save_pretrained(model_dir)
     report = tmp_path / "metrics.json"
     result = subprocess.run(
-        [sys.executable, "-m", "train.evaluate", "--data", f"{RAVDESS_DIR}/Actor_01", "--model", str(model_dir),
-         "--json", str(report)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "train.evaluate",
+            "--data",
+            f"{RAVDESS_DIR}/Actor_01",
+            "--model",
+            str(model_dir),
+            "--json",
+            str(report),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr
     metrics = json.loads(report.read_text())
     assert {"accuracy", "unweighted_recall", "macro_f1", "n", "labels", "confusion"} <= set(metrics)
@@ -181,17 +229,55 @@ def test_evaluate_cli_writes_the_metrics_json(tmp_path):
 
 
 def test_evaluate_cli_explains_a_bad_folder(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "train.evaluate", "--data", str(tmp_path)], cwd=ROOT,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "train.evaluate", "--data", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 1 and "No RAVDESS speech files" in result.stderr
 
 
 def test_two_process_ddp_run_completes(tmp_path):
     out = tmp_path / "ddp"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-               "-m", "train", "--data", RAVDESS_DIR, "--out", str(out), "--actors", "1", "2", "3", "4", "5", "6",
-               "--folds", "3", "--only-folds", "1", "--epochs", "2", "--threads", "1", "--no-final",
-               "--cache-dir", str(tmp_path / "cache"), "--model", "cnn_channels=8,16", "d_model=32", "n_layers=1"]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "train",
+        "--data",
+        RAVDESS_DIR,
+        "--out",
+        str(out),
+        "--actors",
+        "1",
+        "2",
+        "3",
+        "4",
+        "5",
+        "6",
+        "--folds",
+        "3",
+        "--only-folds",
+        "1",
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+        "--no-final",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        "--model",
+        "cnn_channels=8,16",
+        "d_model=32",
+        "n_layers=1",
+    ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     fold = json.loads((out / "runs" / "actors-fold1" / "result.json").read_text())
@@ -211,13 +297,15 @@ def hub(request):
         return httpx2.Response(200, json={{"url": "https://hub.test/me/ser-parallel", "name": "me/ser-parallel"}})
     if "/preupload/" in path:
         files = json.loads(request.content)["files"]
-        return httpx2.Response(200, json={{"files": [{{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}} for f in files]}})
+        modes = [{{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}} for f in files]
+        return httpx2.Response(200, json={{"files": modes}})
     if "/commit/" in path:
-        return httpx2.Response(200, json={{"commitUrl": "https://hub.test/me/ser-parallel/commit/1", "commitOid": "1" * 40}})
+        url = "https://hub.test/me/ser-parallel/commit/1"
+        return httpx2.Response(200, json={{"commitUrl": url, "commitOid": "1" * 40}})
     return httpx2.Response(200, json={{}})
 set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(hub)))
 from train.hub import push_folder
-print("URL", push_folder(r"{tmp_path / 'model'}", "me/ser-parallel"))
+print("URL", push_folder(r"{tmp_path / "model"}", "me/ser-parallel"))
 commit = [r for r in requests if "/commit/" in r[1]][0]
 print("AUTH", commit[2] == "Bearer hf_test_secret")
 print("FILES", sorted(json.loads(line)["value"]["path"] for line in commit[3].decode().splitlines()

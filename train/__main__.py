@@ -12,8 +12,14 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser = argparse.ArgumentParser(prog="python -m train", description=__doc__)
     parser.add_argument("--data", required=True, help="RAVDESS folder (official 48 kHz WAV or 16 kHz FLAC)")
     parser.add_argument("--out", default=defaults.out, help="checkpoint folder to write")
-    parser.add_argument("--protocol", nargs="*", default=defaults.protocols, choices=PROTOCOLS, dest="protocols",
-                        help="evaluations to run before the final fit: actors (unseen speakers), random (80/10/10)")
+    parser.add_argument(
+        "--protocol",
+        nargs="*",
+        default=defaults.protocols,
+        choices=PROTOCOLS,
+        dest="protocols",
+        help="evaluations to run before the final fit: actors (unseen speakers), random (80/10/10)",
+    )
     parser.add_argument("--no-final", action="store_false", dest="final", help="evaluate only; ship no model")
     parser.add_argument("--actors", type=int, nargs="*", help="use only these actors")
     parser.add_argument("--folds", type=int, default=defaults.n_folds, dest="n_folds")
@@ -23,8 +29,14 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--patience", type=int, default=defaults.patience)
     parser.add_argument("--noise-prob", type=float, default=defaults.noise_prob)
-    parser.add_argument("--speed", type=float, nargs="+", default=defaults.speed_factors, dest="speed_factors",
-                        help="speed perturbation factors, e.g. 0.9 1.0 1.1 (1.0 alone = off)")
+    parser.add_argument(
+        "--speed",
+        type=float,
+        nargs="+",
+        default=defaults.speed_factors,
+        dest="speed_factors",
+        help="speed perturbation factors, e.g. 0.9 1.0 1.1 (1.0 alone = off)",
+    )
     parser.add_argument("--no-time-shift", action="store_false", dest="time_shift")
     parser.add_argument("--no-spec-augment", action="store_false", dest="spec_augment")
     parser.add_argument("--mixup", type=float, default=defaults.mixup_alpha, dest="mixup_alpha", help="alpha; 0 = off")
@@ -34,10 +46,17 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--cache-dir", default=defaults.cache_dir)
     parser.add_argument("--resume", action="store_true", help="continue stopped runs from their last epoch")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the checkpoint folder (token: HF_TOKEN)")
-    parser.add_argument("--model", metavar="KEY=VALUE", nargs="*", default=[],
-                        help="override ModelConfig fields, e.g. d_model=96 cnn_channels=16,32,64")
+    parser.add_argument(
+        "--model",
+        metavar="KEY=VALUE",
+        nargs="*",
+        default=[],
+        help="override ModelConfig fields, e.g. d_model=96 cnn_channels=16,32,64",
+    )
     args = vars(parser.parse_args(argv))
-    model = ModelConfig(**{k: _parse_value(ModelConfig, k, v) for k, v in (kv.split("=", 1) for kv in args.pop("model"))})
+    model = ModelConfig(
+        **{k: _parse_value(ModelConfig, k, v) for k, v in (kv.split("=", 1) for kv in args.pop("model"))}
+    )
     return TrainConfig(**args, model=model)
 
 

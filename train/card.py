@@ -50,7 +50,8 @@ shared speakers with training and included noisy copies of test clips.
 
 - Data: RAVDESS speech, {{ n_clips }} clips from {{ n_actors }} actors (16 kHz mono).
 - Shipped model: trained on every actor except {{ final_val }}, held out for early stopping on UA;
-  best epoch {{ best_epoch }} of {{ epochs_run }}; {{ wall_minutes }} min on {{ hardware }} ({{ clips_per_second }} clips/s).
+  best epoch {{ best_epoch }} of {{ epochs_run }}; {{ wall_minutes }} min on {{ hardware }}
+  ({{ clips_per_second }} clips/s).
 - Augmentation (training only): {{ augmentation }}.
 - Optimiser: AdamW (lr {{ lr }}, weight decay {{ weight_decay }} on weight matrices), warm-up then cosine
   decay, label smoothing {{ label_smoothing }}, batch {{ batch_size }}, up to {{ epochs }} epochs, seed {{ seed }}.
@@ -99,9 +100,16 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
             f"| {random['unweighted_recall']:.1%} | {random['macro_f1']:.1%} |"
         )
         notes.append("Random split: the notebook's protocol, but the test set holds only clean clips.")
-        eval_results += _eval_results("random 80/10/10 split", random["accuracy"], random["unweighted_recall"], random["macro_f1"])
-    per_class = ", ".join(f"{k} {v:.0%}" for k, v in actors["pooled"]["per_class_recall"].items()) if actors else "n/a"
-    augmentation = [f"white Gaussian noise at {config.snr_db[0]:.0f}-{config.snr_db[1]:.0f} dB SNR on {config.noise_prob:.0%} of clips"]
+        eval_results += _eval_results(
+            "random 80/10/10 split", random["accuracy"], random["unweighted_recall"], random["macro_f1"]
+        )
+    per_class = "n/a"
+    if actors:
+        per_class = ", ".join(f"{k} {v:.0%}" for k, v in actors["pooled"]["per_class_recall"].items())
+    augmentation = [
+        f"white Gaussian noise at {config.snr_db[0]:.0f}-{config.snr_db[1]:.0f} dB SNR "
+        f"on {config.noise_prob:.0%} of clips"
+    ]
     if config.time_shift:
         augmentation.append("random placement/crop in the window")
     if config.spec_augment:
@@ -163,10 +171,16 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
 
 
 def _eval_results(split: str, accuracy: float, unweighted_recall: float, macro_f1: float) -> list[EvalResult]:
-    common = dict(task_type="audio-classification", dataset_type="ravdess", dataset_name="RAVDESS speech",
-                  dataset_split=split)
+    common = dict(
+        task_type="audio-classification", dataset_type="ravdess", dataset_name="RAVDESS speech", dataset_split=split
+    )
     return [
         EvalResult(**common, metric_type="accuracy", metric_value=round(accuracy, 4)),
-        EvalResult(**common, metric_type="recall", metric_name="unweighted average recall", metric_value=round(unweighted_recall, 4)),
+        EvalResult(
+            **common,
+            metric_type="recall",
+            metric_name="unweighted average recall",
+            metric_value=round(unweighted_recall, 4),
+        ),
         EvalResult(**common, metric_type="f1", metric_name="macro F1", metric_value=round(macro_f1, 4)),
     ]

@@ -64,7 +64,9 @@ def parse_ravdess(root: str | Path) -> list[Clip]:
             )
         )
     if skipped:
-        warnings.warn(f"Skipped {skipped} audio files under {root} whose names are not RAVDESS speech clips.")
+        warnings.warn(
+            f"Skipped {skipped} audio files under {root} whose names are not RAVDESS speech clips.", stacklevel=2
+        )
     if not clips:
         raise ValueError(
             f"No RAVDESS speech files under {root}. Expected Actor_XX/03-01-EE-II-SS-RR-AA.wav "

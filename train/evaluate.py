@@ -22,8 +22,9 @@ from .metrics import classification_metrics, plot_confusion
 from .train import predict_speech
 
 
-def evaluate_folder(data: str | Path, model_name: str | Path = DEFAULT_CHECKPOINT, device: str = "auto",
-                    revision: str | None = None) -> dict:
+def evaluate_folder(
+    data: str | Path, model_name: str | Path = DEFAULT_CHECKPOINT, device: str = "auto", revision: str | None = None
+) -> dict:
     """Metrics of ``model_name`` on every RAVDESS clip under ``data``: accuracy, UA, macro-F1, confusion."""
     clips = parse_ravdess(data)
     model = EmotionNet.from_pretrained(model_name, revision=revision).to(resolve_device(device))
@@ -51,8 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     except (ModelLoadError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print(f"{metrics['n']} clips from actors {metrics['actors']}: accuracy {metrics['accuracy']:.1%}, "
-          f"UA {metrics['unweighted_recall']:.1%}, macro-F1 {metrics['macro_f1']:.1%}")
+    print(
+        f"{metrics['n']} clips from actors {metrics['actors']}: accuracy {metrics['accuracy']:.1%}, "
+        f"UA {metrics['unweighted_recall']:.1%}, macro-F1 {metrics['macro_f1']:.1%}"
+    )
     for label, recall in metrics["per_class_recall"].items():
         print(f"  {label:>10s} recall {recall:.1%}")
     if args.json:

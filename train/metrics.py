@@ -47,8 +47,15 @@ def plot_confusion(confusion: list[list[int]], labels: list[str], path: str | Pa
     ax.set_title(title, fontsize=10)
     for i in range(len(labels)):
         for j in range(len(labels)):
-            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if rates[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                int(matrix[i, j]),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if rates[i, j] > 0.5 else "black",
+            )
     fig.colorbar(image, ax=ax, label="share of the true class")
     fig.tight_layout()
     fig.savefig(path)

@@ -158,7 +158,9 @@ def train_one_epoch(
 
 
 @torch.no_grad()
-def predict_speech(model: EmotionNet, speech: list[np.ndarray], device: torch.device, batch_size: int = 64) -> np.ndarray:
+def predict_speech(
+    model: EmotionNet, speech: list[np.ndarray], device: torch.device, batch_size: int = 64
+) -> np.ndarray:
     """Clip probabilities (N, n_classes), scored exactly as ``EmotionRecognizer.predict`` scores them:
     centred if short, half-overlapping windows averaged if long."""
     model.eval()
@@ -171,7 +173,9 @@ def predict_speech(model: EmotionNet, speech: list[np.ndarray], device: torch.de
     probabilities = torch.cat(
         [torch.softmax(model(chunk.to(device)).logits.float(), -1).cpu() for chunk in windows_tensor.split(batch_size)]
     )
-    clip_probabilities = torch.zeros(len(speech), probabilities.shape[1]).index_add_(0, torch.tensor(owners), probabilities)
+    clip_probabilities = torch.zeros(len(speech), probabilities.shape[1]).index_add_(
+        0, torch.tensor(owners), probabilities
+    )
     return (clip_probabilities / clip_probabilities.sum(1, keepdim=True)).numpy()
 
 
@@ -283,7 +287,10 @@ def run_actors_protocol(config: TrainConfig, clips: list[Clip], speech: list[np.
         _write_json(run_dir / "result.json", result)
         probabilities[test_idx] = np.asarray(result.pop("probabilities"))
         fold_results.append(result)
-        _log(f"fold {k + 1}/{len(folds)} test actors {test_actors}: acc {result['accuracy']:.3f} UA {result['unweighted_recall']:.3f}")
+        _log(
+            f"fold {k + 1}/{len(folds)} test actors {test_actors}: "
+            f"acc {result['accuracy']:.3f} UA {result['unweighted_recall']:.3f}"
+        )
 
     tested = np.isin([c.actor for c in clips], [a for r in fold_results for a in r["test_actors"]])
     labels, probabilities, clips = labels[tested], probabilities[tested], [c for c, t in zip(clips, tested) if t]
@@ -291,10 +298,19 @@ def run_actors_protocol(config: TrainConfig, clips: list[Clip], speech: list[np.
     summary = {"protocol": "actors", "n_folds": len(fold_results), "folds": fold_results, "pooled": pooled}
     for metric in ("accuracy", "unweighted_recall", "macro_f1"):
         values = [f[metric] for f in fold_results]
-        summary[metric] = {"mean": float(np.mean(values)), "std": float(np.std(values)), "min": min(values), "max": max(values)}
+        summary[metric] = {
+            "mean": float(np.mean(values)),
+            "std": float(np.std(values)),
+            "min": min(values),
+            "max": max(values),
+        }
     _write_predictions(out / "predictions_actors.csv", clips, probabilities, folds, config.model.labels)
-    plot_confusion(pooled["confusion"], config.model.labels, out / "confusion_actors.png",
-                   f"Unseen speakers ({len(folds)}-fold by actor): accuracy {pooled['accuracy']:.1%}")
+    plot_confusion(
+        pooled["confusion"],
+        config.model.labels,
+        out / "confusion_actors.png",
+        f"Unseen speakers ({len(folds)}-fold by actor): accuracy {pooled['accuracy']:.1%}",
+    )
     return summary
 
 
@@ -304,8 +320,12 @@ def run_random_protocol(config: TrainConfig, clips: list[Clip], speech: list[np.
     fit_idx, val_idx, test_idx = random_split(clips, config.seed)
     result = _run_or_load(config, speech, labels, fit_idx, val_idx, test_idx, out / "runs" / "random")
     result.pop("probabilities")
-    plot_confusion(result["confusion"], config.model.labels, out / "confusion_random.png",
-                   f"Random 80/10/10 split, clean test: accuracy {result['accuracy']:.1%}")
+    plot_confusion(
+        result["confusion"],
+        config.model.labels,
+        out / "confusion_random.png",
+        f"Random 80/10/10 split, clean test: accuracy {result['accuracy']:.1%}",
+    )
     return {"protocol": "random", **result}
 
 
@@ -315,12 +335,17 @@ def _run_or_load(config, speech, labels, fit_idx, val_idx, test_idx, run_dir: Pa
         _log(f"{run_dir.name} already finished; reusing its result")
         return json.loads(done.read_text())
     started = time.perf_counter()
-    model, history = fit(config, [speech[i] for i in fit_idx], labels[fit_idx],
-                         [speech[i] for i in val_idx], labels[val_idx], run_dir)
+    model, history = fit(
+        config, [speech[i] for i in fit_idx], labels[fit_idx], [speech[i] for i in val_idx], labels[val_idx], run_dir
+    )
     result = evaluate(model, [speech[i] for i in test_idx], labels[test_idx], _device(config))
-    result |= {"n_train": len(fit_idx), "n_val": len(val_idx), "epochs_run": len(history),
-               "best_epoch": int(np.argmax([h["val_unweighted_recall"] for h in history]) + 1),
-               "train_seconds": time.perf_counter() - started}
+    result |= {
+        "n_train": len(fit_idx),
+        "n_val": len(val_idx),
+        "epochs_run": len(history),
+        "best_epoch": int(np.argmax([h["val_unweighted_recall"] for h in history]) + 1),
+        "train_seconds": time.perf_counter() - started,
+    }
     result["probabilities"] = result["probabilities"].tolist()
     if _rank_and_world()[0] == 0:
         _write_json(done, result)
@@ -334,8 +359,14 @@ def train_final(config: TrainConfig, clips: list[Clip], speech: list[np.ndarray]
     fit_idx = [i for i, c in enumerate(clips) if c.actor not in val_actors]
     val_idx = [i for i, c in enumerate(clips) if c.actor in val_actors]
     started = time.perf_counter()
-    model, history = fit(config, [speech[i] for i in fit_idx], labels[fit_idx],
-                         [speech[i] for i in val_idx], labels[val_idx], out / "runs" / "final")
+    model, history = fit(
+        config,
+        [speech[i] for i in fit_idx],
+        labels[fit_idx],
+        [speech[i] for i in val_idx],
+        labels[val_idx],
+        out / "runs" / "final",
+    )
     seconds = time.perf_counter() - started
     epochs_run = len(history)
     info = {
@@ -348,7 +379,9 @@ def train_final(config: TrainConfig, clips: list[Clip], speech: list[np.ndarray]
         "train_seconds": sum(h["seconds"] for h in history),
         "clips_per_second": len(fit_idx) * epochs_run / max(sum(h["seconds"] for h in history), 1e-9),
     }
-    plot_curves(history, out / "training_curves.png", f"Shipped model: {len(fit_idx)} clips, validation actors {val_actors}")
+    plot_curves(
+        history, out / "training_curves.png", f"Shipped model: {len(fit_idx)} clips, validation actors {val_actors}"
+    )
     return model, info
 
 
@@ -433,10 +466,22 @@ def _write_json(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload, indent=2))
 
 
-def _write_predictions(path: Path, clips: list[Clip], probabilities: np.ndarray, folds: list[list[int]], labels: list[str]) -> None:
+def _write_predictions(
+    path: Path, clips: list[Clip], probabilities: np.ndarray, folds: list[list[int]], labels: list[str]
+) -> None:
     fold_of = {actor: k + 1 for k, fold in enumerate(folds) for actor in fold}
     rows = ["path,actor,fold,true,predicted," + ",".join(f"p_{label}" for label in labels)]
     for clip, p in zip(clips, probabilities):
-        rows.append(",".join([Path(clip.path).name, str(clip.actor), str(fold_of[clip.actor]), clip.emotion,
-                              labels[int(p.argmax())], *(f"{x:.4f}" for x in p)]))
+        rows.append(
+            ",".join(
+                [
+                    Path(clip.path).name,
+                    str(clip.actor),
+                    str(fold_of[clip.actor]),
+                    clip.emotion,
+                    labels[int(p.argmax())],
+                    *(f"{x:.4f}" for x in p),
+                ]
+            )
+        )
     path.write_text("\n".join(rows) + "\n")
