@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Augmentation ablation on unseen speakers: folds 1-2 of the actors protocol (8 test actors, 480 clips),
-# 30 epochs each, seed 0. Results: runs/ablation/<variant>/metrics.json; summary: scripts/ablation_summary.py.
+# 30 epochs each, seed 0. Results: runs/ablation/<variant>/metrics.json; table: python scripts/ablation_summary.py.
 set -euo pipefail
 DATA=${1:-../shared/data/ravdess}
 COMMON=(--data "$DATA" --protocol actors --no-final --only-folds 1 2 --epochs 30 --resume)

@@ -53,15 +53,20 @@ def plot_spectrogram(prediction: Prediction) -> Figure:
     image = spec_ax.imshow(
         log_mel, origin="lower", aspect="auto", cmap="magma", vmin=top - 80, vmax=top, extent=(0, seconds, 0, n_mels)
     )
-    ticks = [0, n_mels // 4, n_mels // 2, 3 * n_mels // 4, n_mels - 1]
-    spec_ax.set_yticks(ticks, [f"{mel_band_centres_hz(n_mels)[t]:,.0f}" for t in ticks])
+    tick_hz = [125, 250, 500, 1000, 2000, 4000, 7000]
+    spec_ax.set_yticks(np.interp(tick_hz, mel_band_centres_hz(n_mels), np.arange(n_mels) + 0.5), tick_hz)
+    spec_ax.set_ylim(0, n_mels)
     spec_ax.set_ylabel("frequency (Hz)")
     spec_ax.set_title("Log-mel spectrogram the model heard, and where it listened", fontsize=11)
     centres = (np.arange(len(relevance)) + 0.5) * token_seconds
-    curve_ax.fill_between(centres, relevance, color="#4c78a8", alpha=0.35)
-    curve_ax.plot(centres, relevance, color="#4c78a8")
-    curve_ax.set_ylim(0, relevance.max() * 1.15)
-    curve_ax.set_yticks([])
+    # Relevance relative to an even spread (1.0): above the dashed line, the model listened more.
+    relative = relevance * len(relevance)
+    floor = min(relative.min(), 1.0) * 0.9
+    curve_ax.fill_between(centres, relative, floor, color="#4c78a8", alpha=0.35)
+    curve_ax.plot(centres, relative, color="#4c78a8")
+    curve_ax.axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
+    curve_ax.set_ylim(floor, max(relative.max(), 1.0) * 1.05)
+    curve_ax.tick_params(axis="y", labelsize=7)
     curve_ax.set_ylabel("attention")
     curve_ax.set_xlabel("time (s)")
     curve_ax.set_xlim(0, seconds)
@@ -75,7 +80,8 @@ def plot_attention_maps(prediction: Prediction) -> Figure:
     n_layers, n_heads, n_tokens, _ = attentions.shape
     seconds = prediction.log_mel.shape[1] * FRAME_SECONDS
     fig = Figure(figsize=(2.1 * n_heads + 0.8, 2.1 * n_layers + 0.6), dpi=100, layout="constrained")
-    axes = np.atleast_2d(fig.subplots(n_layers, n_heads, sharex=True, sharey=True, squeeze=False))
+    axes = fig.subplots(n_layers, n_heads, sharex=True, sharey=True, squeeze=False)
+    top = float(np.percentile(attentions, 99.5))  # one colour scale for every map, so they compare
     for layer in range(n_layers):
         for head in range(n_heads):
             ax = axes[layer, head]
@@ -85,7 +91,7 @@ def plot_attention_maps(prediction: Prediction) -> Figure:
                 origin="lower",
                 extent=(0, seconds, 0, seconds),
                 vmin=0,
-                vmax=attentions[layer, head].max(),
+                vmax=top,
             )
             ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=9)
             ax.tick_params(labelsize=7)

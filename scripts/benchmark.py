@@ -1,0 +1,97 @@
+"""Speed and memory of the shipped model on this machine. Prints figures; asserts nothing.
+
+    python scripts/benchmark.py [--model checkpoints/ser-parallel] [--threads 2] [--runs 50]
+
+Targets (README): <= 15 ms per 3-s clip (batch 1, frontend included); a 60-s recording in <= 10x one
+clip; <= 300 ms server-side from audio in to every figure out for a 3-s clip.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ser_model import DEFAULT_CHECKPOINT, EmotionRecognizer  # noqa: E402
+from ser_model.audio import SAMPLE_RATE  # noqa: E402
+from ser_model.visualize import plot_attention_maps, plot_spectrogram, plot_timeline  # noqa: E402
+
+
+def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * SAMPLE_RATE)) / SAMPLE_RATE
+    phase = 2 * np.pi * np.cumsum(140 + 40 * np.sin(2 * np.pi * 0.7 * t)) / SAMPLE_RATE
+    source = sum(np.sin(k * phase) / k for k in range(1, 16))
+    envelope = np.clip(np.sin(2 * np.pi * 4 * t), 0, None) ** 0.5
+    return (0.3 * source * envelope + 0.001 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+def median_ms(fn, runs: int, warmup: int = 5) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return 1000 * statistics.median(times)
+
+
+def render(fig) -> None:
+    fig.savefig(io.BytesIO(), format="png")  # what gr.Plot does with a matplotlib figure
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=str(DEFAULT_CHECKPOINT))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--runs", type=int, default=50)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    recognizer = EmotionRecognizer.from_pretrained(args.model, device="cpu")
+    model = recognizer.model
+    machine = platform.processor() or platform.machine()
+    print(f"machine: {machine}, {args.threads} torch threads, torch {torch.__version__}")
+    print(f"parameters: {model.n_params:,}")
+
+    window = torch.from_numpy(np.ascontiguousarray(speech_like(model.config.clip_seconds)))[None]
+    with torch.inference_mode():
+        model_ms = median_ms(lambda: model(window), args.runs)
+    print(f"model latency, one 3-s clip, batch 1, frontend included: {model_ms:.1f} ms (median of {args.runs})")
+
+    clip, minute = (SAMPLE_RATE, speech_like(3.0)), (SAMPLE_RATE, speech_like(60.0, seed=1))
+    clip_ms = median_ms(lambda: recognizer.predict(clip), args.runs)
+    minute_ms = median_ms(lambda: recognizer.predict(minute), max(args.runs // 5, 5), warmup=2)
+    print(f"predict() on a 3-s clip (trim, level, window, model): {clip_ms:.1f} ms")
+    n_windows = len(recognizer.predict(minute).window_starts)
+    ratio = minute_ms / clip_ms
+    print(f"predict() on a 60-s recording ({n_windows} windows): {minute_ms:.1f} ms = {ratio:.1f}x one clip")
+
+    def app_request() -> None:
+        prediction = recognizer.predict(clip)
+        for figure in (plot_spectrogram(prediction), plot_attention_maps(prediction)):
+            render(figure)
+
+    def app_request_long() -> None:
+        prediction = recognizer.predict(minute)
+        for figure in (plot_spectrogram(prediction), plot_attention_maps(prediction), plot_timeline(prediction)):
+            render(figure)
+
+    print(f"app server time, 3-s clip, audio in to every figure rendered: {median_ms(app_request, 20, 3):.0f} ms")
+    print(f"app server time, 60-s recording with its timeline: {median_ms(app_request_long, 5, 1):.0f} ms")
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS: {peak_mib:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()
