@@ -67,7 +67,11 @@ class EmotionRecognizer:
 
         Raises ``ser_model.AudioError`` with a plain-English message for unusable audio.
         """
-        speech = prepare_speech(load_audio(audio, sample_rate))
+        return self.predict_speech(prepare_speech(load_audio(audio, sample_rate)))
+
+    @torch.inference_mode()
+    def predict_speech(self, speech: np.ndarray) -> Prediction:
+        """:meth:`predict` for speech already prepared by :func:`ser_model.audio.prepare_speech`."""
         windows, starts = split_windows(speech, self.model.config.n_samples)
         batch = torch.from_numpy(windows).to(self.device)
 

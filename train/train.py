@@ -25,8 +25,7 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
-from ser_model.audio import split_windows
-from ser_model.inference import resolve_device
+from ser_model.inference import EmotionRecognizer, resolve_device
 from ser_model.model import EmotionNet, ModelConfig
 
 from .augment import add_white_noise, change_speed, mixup, place_in_window, spec_augment
@@ -157,26 +156,10 @@ def train_one_epoch(
     return total / max(steps, 1)
 
 
-@torch.no_grad()
-def predict_speech(
-    model: EmotionNet, speech: list[np.ndarray], device: torch.device, batch_size: int = 64
-) -> np.ndarray:
-    """Clip probabilities (N, n_classes), scored exactly as ``EmotionRecognizer.predict`` scores them:
-    centred if short, half-overlapping windows averaged if long."""
-    model.eval()
-    windows, owners = [], []
-    for i, clip in enumerate(speech):
-        clip_windows, _ = split_windows(clip, model.config.n_samples)
-        windows.append(clip_windows)
-        owners += [i] * len(clip_windows)
-    windows_tensor = torch.from_numpy(np.concatenate(windows))
-    probabilities = torch.cat(
-        [torch.softmax(model(chunk.to(device)).logits.float(), -1).cpu() for chunk in windows_tensor.split(batch_size)]
-    )
-    clip_probabilities = torch.zeros(len(speech), probabilities.shape[1]).index_add_(
-        0, torch.tensor(owners), probabilities
-    )
-    return (clip_probabilities / clip_probabilities.sum(1, keepdim=True)).numpy()
+def predict_speech(model: EmotionNet, speech: list[np.ndarray], device: torch.device) -> np.ndarray:
+    """Clip probabilities (N, n_classes), scored by the app's own ``EmotionRecognizer``."""
+    recognizer = EmotionRecognizer(model, device)
+    return np.array([list(recognizer.predict_speech(clip).probabilities.values()) for clip in speech])
 
 
 def evaluate(model: EmotionNet, speech: list[np.ndarray], labels: np.ndarray, device: torch.device) -> dict:
