@@ -47,7 +47,9 @@ CONCURRENCY = int(os.environ.get("SER_CONCURRENCY", 2))  # 2 CPU cores on a free
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+    )
     parser.add_argument(
         "--model-repo",
         default=os.environ.get("SER_MODEL_REPO"),

@@ -5,6 +5,7 @@ Screenshots go to test-artifacts/screenshots/ (not committed).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -17,7 +18,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
-from .conftest import ROOT, speech_like
+from .conftest import RAVDESS, ROOT, speech_like
 
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
 CHROMIUM = "/usr/bin/chromium"
@@ -160,3 +161,15 @@ def test_gradio_client_api_returns_eight_probabilities(app_url, clips):
     assert set(confidences) == set(EMOTIONS)
     assert sum(confidences.values()) == pytest.approx(1.0, abs=1e-4)
     assert result["label"] == max(confidences, key=confidences.get)
+
+
+def test_examples_offer_one_ravdess_clip_per_emotion():
+    code = "import json, sys, app; print(json.dumps(app.example_clips(sys.argv[1])))"
+    env = os.environ | {"HF_HUB_OFFLINE": "1"}
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(RAVDESS)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    clips = [row[0] for row in json.loads(result.stdout.strip().splitlines()[-1])]
+    emotions = sorted(int(os.path.basename(path).split("-")[2]) for path in clips)
+    assert emotions == list(range(1, 9))
