@@ -6,8 +6,8 @@ set -euo pipefail
 DATA=${1:-../shared/data/ravdess}
 COMMON=(--data "$DATA" --protocol actors --no-final --only-folds 1 2 --epochs 30 --resume)
 run() { name=$1; shift; python -m train "${COMMON[@]}" --out "runs/ablation/$name" "$@"; }
-run noise-only       --no-time-shift --no-spec-augment
-run noise-shift-spec
-run noise-speed      --no-time-shift --no-spec-augment --speed 0.9 1.0 1.1
-run noise-shift      --no-spec-augment
-run noise-mixup      --no-time-shift --no-spec-augment --mixup 0.2
+run noise-only       --speed 1.0 --no-time-shift --no-spec-augment
+run noise-shift-spec --speed 1.0 --time-shift --spec-augment
+run noise-speed      --speed 0.9 1.0 1.1 --no-time-shift --no-spec-augment
+run noise-shift      --speed 1.0 --time-shift --no-spec-augment
+run noise-mixup      --speed 1.0 --no-time-shift --no-spec-augment --mixup 0.2

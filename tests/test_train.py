@@ -140,6 +140,7 @@ def test_short_real_training_lowers_the_loss_and_beats_chance(tmp_path):
         noise_prob=0.0,
         spec_augment=False,
         time_shift=False,
+        speed_factors=[1.0],
         label_smoothing=0.0,
     )
     clips = [c for c in parse_ravdess(RAVDESS_DIR) if c.actor in config.actors]

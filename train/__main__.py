@@ -37,8 +37,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         dest="speed_factors",
         help="speed perturbation factors, e.g. 0.9 1.0 1.1 (1.0 alone = off)",
     )
-    parser.add_argument("--no-time-shift", action="store_false", dest="time_shift")
-    parser.add_argument("--no-spec-augment", action="store_false", dest="spec_augment")
+    parser.add_argument(
+        "--time-shift",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.time_shift,
+        help="random placement of each clip in its window",
+    )
+    parser.add_argument("--spec-augment", action=argparse.BooleanOptionalAction, default=defaults.spec_augment)
     parser.add_argument("--mixup", type=float, default=defaults.mixup_alpha, dest="mixup_alpha", help="alpha; 0 = off")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=defaults.threads)

@@ -163,7 +163,7 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
         batch_size=config.batch_size,
         epochs=config.epochs,
         seed=config.seed,
-        command=results.get("command", "python -m train --data DIR"),
+        command=results.get("command", "python -m train --data DIR").replace(" --resume", ""),
         citation=RAVDESS_CITATION,
     )
     card.save(Path(folder) / "README.md")

@@ -46,7 +46,7 @@ class TrainConfig:
     only_folds: list[int] | None = None  # run just these folds (1-based), for quick ablations
     model: ModelConfig = field(default_factory=ModelConfig)
     # optimisation
-    epochs: int = 40
+    epochs: int = 50
     batch_size: int = 32
     lr: float = 3e-3
     min_lr: float = 3e-5
@@ -57,9 +57,11 @@ class TrainConfig:
     # augmentation, training data only
     noise_prob: float = 0.67  # the notebook trained on 2 noisy copies per clean clip
     snr_db: tuple[float, float] = (15.0, 30.0)
-    time_shift: bool = True
-    speed_factors: list[float] = field(default_factory=lambda: [1.0])  # e.g. 0.9 1.0 1.1 for speed perturbation
-    spec_augment: bool = True
+    # The ablation (README) measured speed perturbation at +3.8 points on unseen speakers, and time shift
+    # with SpecAugment at -5.2 within 30 epochs: the defaults keep what helped.
+    speed_factors: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # [1.0] turns it off
+    time_shift: bool = False
+    spec_augment: bool = False
     mixup_alpha: float = 0.0  # 0 turns mixup off
     # machinery
     seed: int = 0
