@@ -57,7 +57,8 @@ def plot_spectrogram(prediction: Prediction) -> Figure:
     spec_ax.set_yticks(np.interp(tick_hz, mel_band_centres_hz(n_mels), np.arange(n_mels) + 0.5), tick_hz)
     spec_ax.set_ylim(0, n_mels)
     spec_ax.set_ylabel("frequency (Hz)")
-    spec_ax.set_title("Log-mel spectrogram the model heard, and where it listened", fontsize=11)
+    window_note = f", first {seconds:.0f} s" if len(prediction.window_starts) > 1 else ""
+    spec_ax.set_title(f"Log-mel spectrogram the model heard{window_note}, and where it listened", fontsize=11)
     centres = (np.arange(len(relevance)) + 0.5) * token_seconds
     # Relevance relative to an even spread (1.0): above the dashed line, the model listened more.
     relative = relevance * len(relevance)
@@ -67,7 +68,7 @@ def plot_spectrogram(prediction: Prediction) -> Figure:
     curve_ax.axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
     curve_ax.set_ylim(floor, max(relative.max(), 1.0) * 1.05)
     curve_ax.tick_params(axis="y", labelsize=7)
-    curve_ax.set_ylabel("attention")
+    curve_ax.set_ylabel("attention\n(x even)", fontsize=9)
     curve_ax.set_xlabel("time (s)")
     curve_ax.set_xlim(0, seconds)
     fig.colorbar(image, ax=[spec_ax, curve_ax], label="power (dB)", pad=0.01)  # one bar keeps the time axes aligned
