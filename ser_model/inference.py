@@ -75,22 +75,19 @@ class EmotionRecognizer:
         windows, starts = split_windows(speech, self.model.config.n_samples)
         batch = torch.from_numpy(windows).to(self.device)
 
-        probabilities = []
-        for i, chunk in enumerate(batch.split(MAX_WINDOWS_PER_BATCH)):
-            log_mel = self.model.frontend(chunk)  # (b, n_mels, n_frames)
-            # Maps and spectrogram are shown for the first window, so only the first chunk asks for them.
-            output = self.model.classify(log_mel, return_attention=i == 0)
-            if i == 0:
-                first_log_mel, attentions = log_mel[0], output.attentions[0]
-            probabilities.append(torch.softmax(output.logits.float(), dim=-1))
-        window_probabilities = torch.cat(probabilities).cpu().numpy()  # (n_windows, n_classes)
+        # The spectrogram and attention maps are shown for the first window only, so only it pays for the maps.
+        first_log_mel = self.model.frontend(batch[:1])  # (1, n_mels, n_frames)
+        first = self.model.classify(first_log_mel, return_attention=True)
+        rest = batch[1:].split(MAX_WINDOWS_PER_BATCH) if len(batch) > 1 else ()
+        logits = [first.logits] + [self.model(chunk).logits for chunk in rest]
+        window_probabilities = torch.softmax(torch.cat(logits).float(), dim=-1).cpu().numpy()  # (n_windows, n_classes)
 
         clip_probabilities = window_probabilities.mean(axis=0)
         return Prediction(
             label=self.labels[int(clip_probabilities.argmax())],
             probabilities={label: float(p) for label, p in zip(self.labels, clip_probabilities)},
-            log_mel=first_log_mel.float().cpu().numpy(),
-            attentions=attentions.float().cpu().numpy(),
+            log_mel=first_log_mel[0].float().cpu().numpy(),
+            attentions=first.attentions[0].float().cpu().numpy(),
             window_starts=starts,
             window_probabilities=window_probabilities,
             speech=speech,

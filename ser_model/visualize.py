@@ -47,8 +47,10 @@ def plot_spectrogram(prediction: Prediction) -> Figure:
     relevance = attention_rollout(prediction.attentions)
     token_seconds = seconds / len(relevance)
 
-    fig = Figure(figsize=(8, 4.2), dpi=100, layout="constrained")
-    spec_ax, curve_ax = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    fig = Figure(figsize=(8, 4.2), dpi=100)
+    spec_ax = fig.add_axes((0.1, 0.36, 0.76, 0.56))
+    curve_ax = fig.add_axes((0.1, 0.11, 0.76, 0.2), sharex=spec_ax)
+    colorbar_ax = fig.add_axes((0.875, 0.36, 0.018, 0.56))
     top = log_mel.max()
     image = spec_ax.imshow(
         log_mel, origin="lower", aspect="auto", cmap="magma", vmin=top - 80, vmax=top, extent=(0, seconds, 0, n_mels)
@@ -71,37 +73,42 @@ def plot_spectrogram(prediction: Prediction) -> Figure:
     curve_ax.set_ylabel("attention\n(x even)", fontsize=9)
     curve_ax.set_xlabel("time (s)")
     curve_ax.set_xlim(0, seconds)
-    fig.colorbar(image, ax=[spec_ax, curve_ax], label="power (dB)", pad=0.01)  # one bar keeps the time axes aligned
+    spec_ax.tick_params(labelbottom=False)
+    fig.colorbar(image, cax=colorbar_ax, label="power (dB)")
     return fig
 
 
 def plot_attention_maps(prediction: Prediction) -> Figure:
-    """Every layer's and head's time x time attention: row = query time, column = attended time."""
+    """Every layer's and head's time x time attention, tiled in one image: a row per layer, a column per head.
+
+    Within a map, rows are the moment looking (time upwards) and columns the moment looked at (time
+    rightwards). One image and one colour scale draw several times faster than a grid of axes.
+    """
     attentions = prediction.attentions
     n_layers, n_heads, n_tokens, _ = attentions.shape
     seconds = prediction.log_mel.shape[1] * FRAME_SECONDS
-    fig = Figure(figsize=(2.1 * n_heads + 0.8, 2.1 * n_layers + 0.6), dpi=100, layout="constrained")
-    axes = fig.subplots(n_layers, n_heads, sharex=True, sharey=True, squeeze=False)
-    top = float(np.percentile(attentions, 99.5))  # one colour scale for every map, so they compare
+    gap = max(n_tokens // 12, 2)
+    size = n_tokens + gap
+    mosaic = np.full((n_layers * size - gap, n_heads * size - gap), np.nan)
     for layer in range(n_layers):
         for head in range(n_heads):
-            ax = axes[layer, head]
-            image = ax.imshow(
-                attentions[layer, head],
-                cmap="viridis",
-                origin="lower",
-                extent=(0, seconds, 0, seconds),
-                vmin=0,
-                vmax=top,
-            )
-            ax.set_title(f"layer {layer + 1}, head {head + 1}", fontsize=9)
-            ax.tick_params(labelsize=7)
-            if head == 0:
-                ax.set_ylabel("query time (s)", fontsize=8)
-            if layer == n_layers - 1:
-                ax.set_xlabel("attended time (s)", fontsize=8)
-    fig.suptitle("Attention maps: where each moment looked (layer x head)", fontsize=11)
-    fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
+            row = (n_layers - 1 - layer) * size  # layer 1 on top
+            mosaic[row : row + n_tokens, head * size : head * size + n_tokens] = attentions[layer, head]
+
+    fig = Figure(figsize=(8, 1.9 * n_layers + 1.1), dpi=100)
+    ax = fig.add_axes((0.09, 0.16, 0.78, 0.72))
+    colorbar_ax = fig.add_axes((0.885, 0.16, 0.018, 0.72))
+    top = float(np.percentile(attentions, 99.5))  # one colour scale for every map, so they compare
+    image = ax.imshow(mosaic, cmap="viridis", origin="lower", vmin=0, vmax=top, interpolation="nearest")
+    centres = np.arange(n_heads) * size + n_tokens / 2
+    ax.set_xticks(centres, [f"head {h + 1}" for h in range(n_heads)])
+    ax.set_yticks(np.arange(n_layers) * size + n_tokens / 2, [f"layer {n_layers - i}" for i in range(n_layers)])
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    ax.set_xlabel(f"each map: attended time 0-{seconds:.0f} s (right) for each moment 0-{seconds:.0f} s (up)")
+    ax.set_title("Attention maps: where each moment looked", fontsize=11)
+    fig.colorbar(image, cax=colorbar_ax, label="attention weight")
     return fig
 
 
@@ -109,8 +116,8 @@ def plot_timeline(prediction: Prediction) -> Figure:
     """Probability of each emotion over time, one point per window (centre time)."""
     labels = list(prediction.probabilities)
     centres = prediction.window_starts + prediction.log_mel.shape[1] * FRAME_SECONDS / 2
-    fig = Figure(figsize=(8, 3), dpi=100, layout="constrained")
-    ax = fig.subplots()
+    fig = Figure(figsize=(8, 3), dpi=100)
+    ax = fig.add_axes((0.08, 0.34, 0.9, 0.56))
     colors = [f"C{i}" for i in range(len(labels))]
     for i, label in enumerate(labels):
         ax.plot(centres, prediction.window_probabilities[:, i], marker="o", ms=3, label=label, color=colors[i])
@@ -118,5 +125,5 @@ def plot_timeline(prediction: Prediction) -> Figure:
     ax.set_ylabel("probability")
     ax.set_ylim(0, 1)
     ax.set_title(f"Emotion over time ({len(centres)} windows); overall: {prediction.label}", fontsize=11)
-    ax.legend(ncols=4, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.25))
+    ax.legend(ncols=8, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
     return fig

@@ -55,7 +55,8 @@ def test_stereo_int16_matches_mono_float(recognizer):
     speech = speech_like(2.0)
     stereo_int16 = np.repeat(np.round(speech * 32767).astype(np.int16)[:, None], 2, axis=1)
     assert_same_prediction(
-        recognizer.predict((SAMPLE_RATE, stereo_int16)), recognizer.predict((SAMPLE_RATE, speech)), atol=1e-3
+        recognizer.predict((SAMPLE_RATE, stereo_int16)),
+        recognizer.predict((SAMPLE_RATE, speech)),  # int16 rounding moves the trim by a frame at most
     )
 
 
@@ -70,11 +71,11 @@ def test_prediction_does_not_depend_on_level(recognizer, gain_db):
 
 def test_prediction_does_not_depend_on_room_noise_before_and_after(recognizer):
     rng = np.random.default_rng(3)
-    speech = speech_like(2.0, seed=5)
-    hum = lambda n: 0.002 * rng.standard_normal(n).astype(np.float32)  # noqa: E731
-    recording = np.concatenate([hum(2 * SAMPLE_RATE), speech + hum(len(speech)), hum(int(2.5 * SAMPLE_RATE))])
+    hum = lambda n: 0.001 * rng.standard_normal(n).astype(np.float32)  # noqa: E731  (-60 dBFS, a quiet room)
+    voice = speech_like(2.0) + hum(2 * SAMPLE_RATE)  # the room is there while they speak, too
+    recording = np.concatenate([hum(2 * SAMPLE_RATE), voice, hum(int(2.5 * SAMPLE_RATE))])
     assert_same_prediction(
-        recognizer.predict((SAMPLE_RATE, recording)), recognizer.predict((SAMPLE_RATE, speech)), atol=0.05
+        recognizer.predict((SAMPLE_RATE, recording)), recognizer.predict((SAMPLE_RATE, voice)), atol=0.05
     )
 
 
