@@ -95,9 +95,9 @@ def plot_attention_maps(prediction: Prediction) -> Figure:
             row = (n_layers - 1 - layer) * size  # layer 1 on top
             mosaic[row : row + n_tokens, head * size : head * size + n_tokens] = attentions[layer, head]
 
-    fig = Figure(figsize=(8, 1.9 * n_layers + 1.1), dpi=100)
-    ax = fig.add_axes((0.09, 0.16, 0.78, 0.72))
-    colorbar_ax = fig.add_axes((0.885, 0.16, 0.018, 0.72))
+    fig = Figure(figsize=(8, 1.55 * n_layers + 0.9), dpi=100)
+    ax = fig.add_axes((0.09, 0.13, 0.78, 0.78))
+    colorbar_ax = fig.add_axes((0.885, 0.13, 0.018, 0.78))
     top = float(np.percentile(attentions, 99.5))  # one colour scale for every map, so they compare
     image = ax.imshow(mosaic, cmap="viridis", origin="lower", vmin=0, vmax=top, interpolation="nearest")
     centres = np.arange(n_heads) * size + n_tokens / 2
