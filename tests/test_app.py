@@ -173,3 +173,14 @@ def test_examples_offer_one_ravdess_clip_per_emotion():
     clips = [row[0] for row in json.loads(result.stdout.strip().splitlines()[-1])]
     emotions = sorted(int(os.path.basename(path).split("-")[2]) for path in clips)
     assert emotions == list(range(1, 9))
+
+
+def test_unreachable_hub_repo_falls_back_to_the_shipped_checkpoint():
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "SER_MODEL_REPO": "ser-test/not-reachable", "SER_MODEL_REVISION": "v1"}
+    code = "import app; print('SOURCE', app.model_source)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "SOURCE the shipped checkpoint (the Hub repo `ser-test/not-reachable` could not be reached)" in result.stdout
+    assert "falling back to the shipped checkpoint" in result.stderr  # and the log says so
