@@ -161,7 +161,7 @@ moment look at every other. Their findings are combined into a probability for e
 
 **The attention maps** show, for each layer and head of the Transformer, how much each moment (row) looked at
 each other moment (column). The curve under the spectrogram rolls all of them up into one line: the moments
-that shaped the answer most. Clips longer than 3 s are judged in overlapping 3-s windows, shown as a timeline.
+that shaped the answer most. Clips longer than 3 s are judged in 3-s windows, shown as a timeline.
 """
 
 ABOUT = f"""

@@ -22,7 +22,7 @@ HOP_LENGTH = 160  # 10 ms between frames
 CLIP_SECONDS = 3.0  # one model window; RAVDESS sentences last 1.5-2.5 s once trimmed
 N_SAMPLES = int(CLIP_SECONDS * SAMPLE_RATE)  # 48000 samples in a window
 N_FRAMES = N_SAMPLES // HOP_LENGTH + 1  # 301 mel frames in a window (centred STFT)
-WINDOW_HOP_SECONDS = 1.5  # long recordings are scored in half-overlapping windows
+WINDOW_HOP_SECONDS = 3.0  # long recordings are scored in back-to-back windows: a minute costs 20
 
 MIN_SPEECH_SECONDS = 0.3  # less than this is too little voice to judge an emotion from
 MAX_SECONDS = 300.0  # five minutes; longer uploads are refused before they are decoded
@@ -138,21 +138,18 @@ def pad_or_trim(samples: np.ndarray | torch.Tensor, length: int = N_SAMPLES, *, 
     return samples
 
 
-def split_windows(
-    samples: np.ndarray, window: int = N_SAMPLES, hop: int = int(WINDOW_HOP_SECONDS * SAMPLE_RATE)
-) -> tuple[np.ndarray, np.ndarray]:
-    """Cut audio into overlapping windows of ``window`` samples; the last one ends with the audio.
+def window_starts(
+    n_samples: int, window: int = N_SAMPLES, hop: int = int(WINDOW_HOP_SECONDS * SAMPLE_RATE)
+) -> np.ndarray:
+    """First sample of each ``window``-long window over ``n_samples`` of audio, ``hop`` apart.
 
-    Returns
-    -------
-    windows: np.ndarray, shape (n_windows, window)
-    starts: np.ndarray, shape (n_windows,), start of each window in seconds
+    Starts are multiples of HOP_LENGTH, so each window is a slice of one log-mel of the whole recording;
+    the last window ends within one HOP_LENGTH of the end. Audio of one window or less has one start, 0.
     """
-    if len(samples) <= window:
-        return pad_or_trim(samples, window)[None], np.zeros(1)
-    starts = list(range(0, len(samples) - window, hop)) + [len(samples) - window]
-    windows = np.stack([samples[s : s + window] for s in starts])
-    return windows, np.asarray(starts, dtype=np.float64) / SAMPLE_RATE
+    if n_samples <= window:
+        return np.zeros(1, dtype=np.int64)
+    last = (n_samples - window) // HOP_LENGTH * HOP_LENGTH
+    return np.asarray(sorted(set(range(0, last, hop)) | {last}), dtype=np.int64)
 
 
 def _read_file(path: Path) -> tuple[np.ndarray, int]:

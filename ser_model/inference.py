@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import AudioInput, load_audio, prepare_speech, split_windows
+from .audio import HOP_LENGTH, SAMPLE_RATE, AudioInput, load_audio, pad_or_trim, prepare_speech, window_starts
 from .model import EmotionNet
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "ser-parallel"
@@ -63,7 +63,7 @@ class EmotionRecognizer:
 
         ``audio`` is anything :func:`ser_model.audio.load_audio` accepts. Leading and trailing
         non-speech is trimmed and the level normalised; speech longer than one model window is scored
-        in half-overlapping windows whose probabilities are averaged for the clip-level result.
+        in back-to-back windows (the last one ending with the audio) whose probabilities are averaged.
 
         Raises ``ser_model.AudioError`` with a plain-English message for unusable audio.
         """
@@ -72,23 +72,26 @@ class EmotionRecognizer:
     @torch.inference_mode()
     def predict_speech(self, speech: np.ndarray) -> Prediction:
         """:meth:`predict` for speech already prepared by :func:`ser_model.audio.prepare_speech`."""
-        windows, starts = split_windows(speech, self.model.config.n_samples)
-        batch = torch.from_numpy(windows).to(self.device)
+        config = self.model.config
+        speech = pad_or_trim(speech, config.n_samples) if len(speech) < config.n_samples else speech
+        # One log-mel of the whole recording, cut into windows: each sample is transformed once.
+        log_mel = self.model.frontend(torch.from_numpy(speech).to(self.device)[None])[0]  # (n_mels, T)
+        starts = window_starts(len(speech), config.n_samples)
+        windows = torch.stack([log_mel[:, s // HOP_LENGTH : s // HOP_LENGTH + config.n_frames] for s in starts])
 
         # The spectrogram and attention maps are shown for the first window only, so only it pays for the maps.
-        first_log_mel = self.model.frontend(batch[:1])  # (1, n_mels, n_frames)
-        first = self.model.classify(first_log_mel, return_attention=True)
-        rest = batch[1:].split(MAX_WINDOWS_PER_BATCH) if len(batch) > 1 else ()
-        logits = [first.logits] + [self.model(chunk).logits for chunk in rest]
+        first = self.model.classify(windows[:1], return_attention=True)
+        rest = windows[1:].split(MAX_WINDOWS_PER_BATCH) if len(windows) > 1 else ()
+        logits = [first.logits] + [self.model.classify(chunk).logits for chunk in rest]
         window_probabilities = torch.softmax(torch.cat(logits).float(), dim=-1).cpu().numpy()  # (n_windows, n_classes)
 
         clip_probabilities = window_probabilities.mean(axis=0)
         return Prediction(
             label=self.labels[int(clip_probabilities.argmax())],
             probabilities={label: float(p) for label, p in zip(self.labels, clip_probabilities)},
-            log_mel=first_log_mel[0].float().cpu().numpy(),
+            log_mel=windows[0].float().cpu().numpy(),
             attentions=first.attentions[0].float().cpu().numpy(),
-            window_starts=starts,
+            window_starts=starts / SAMPLE_RATE,
             window_probabilities=window_probabilities,
             speech=speech,
         )

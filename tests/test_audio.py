@@ -9,7 +9,7 @@ import torch
 import torchaudio.functional as AF
 
 from ser_model import AudioError, load_audio, prepare_speech
-from ser_model.audio import MAX_SECONDS, N_SAMPLES, SAMPLE_RATE, pad_or_trim, split_windows
+from ser_model.audio import HOP_LENGTH, MAX_SECONDS, N_SAMPLES, SAMPLE_RATE, pad_or_trim, window_starts
 
 from .conftest import speech_like
 
@@ -66,10 +66,12 @@ def test_pad_or_trim_and_windows():
     assert pad_or_trim(x, 14).tolist() == [0, 0] + list(range(10)) + [0, 0]
     assert pad_or_trim(x, 4).tolist() == [3, 4, 5, 6]
     assert pad_or_trim(torch.from_numpy(x), 12).shape == (12,)
-    windows, starts = split_windows(np.ones(int(7.2 * SAMPLE_RATE), np.float32))
-    assert windows.shape[1] == N_SAMPLES and starts[0] == 0
-    assert starts[-1] * SAMPLE_RATE + N_SAMPLES == int(7.2 * SAMPLE_RATE)  # the last window ends with the audio
-    assert np.all(np.diff(starts) <= 1.5 + 1e-9)
+    n = int(7.2 * SAMPLE_RATE)
+    starts = window_starts(n)
+    assert starts[0] == 0 and np.all(starts % HOP_LENGTH == 0)
+    assert 0 <= n - (starts[-1] + N_SAMPLES) < HOP_LENGTH  # the last window ends with the audio
+    assert np.all(np.diff(starts) <= N_SAMPLES)  # no gaps between windows
+    assert window_starts(N_SAMPLES).tolist() == [0]
 
 
 # Every bad input gives one exception type with a message a user can act on.
