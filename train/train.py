@@ -252,6 +252,22 @@ def fit(
 # protocols
 
 
+def _fit_split(config, speech, labels, fit_idx, val_idx, run_dir: Path) -> tuple[EmotionNet, dict]:
+    """fit() on two index lists of the same clips; returns the model and what the reports need."""
+    started = time.perf_counter()
+    model, history = fit(
+        config, [speech[i] for i in fit_idx], labels[fit_idx], [speech[i] for i in val_idx], labels[val_idx], run_dir
+    )
+    return model, {
+        "n_train": len(fit_idx),
+        "n_val": len(val_idx),
+        "epochs_run": len(history),
+        "best_epoch": int(np.argmax([h["val_unweighted_recall"] for h in history]) + 1),
+        "train_seconds": time.perf_counter() - started,
+        "history": history,
+    }
+
+
 def run_actors_protocol(config: TrainConfig, clips: list[Clip], speech: list[np.ndarray], out: Path) -> dict:
     """Speaker-independent k-fold: every clip is tested once, by a model that never heard its speaker."""
     labels = np.array([c.label for c in clips])
@@ -320,18 +336,9 @@ def _run_or_load(config, speech, labels, fit_idx, val_idx, test_idx, run_dir: Pa
     if config.resume and done.is_file():
         _log(f"{run_dir.name} already finished; reusing its result")
         return json.loads(done.read_text())
-    started = time.perf_counter()
-    model, history = fit(
-        config, [speech[i] for i in fit_idx], labels[fit_idx], [speech[i] for i in val_idx], labels[val_idx], run_dir
-    )
-    result = evaluate(model, [speech[i] for i in test_idx], labels[test_idx], _device(config))
-    result |= {
-        "n_train": len(fit_idx),
-        "n_val": len(val_idx),
-        "epochs_run": len(history),
-        "best_epoch": int(np.argmax([h["val_unweighted_recall"] for h in history]) + 1),
-        "train_seconds": time.perf_counter() - started,
-    }
+    model, summary = _fit_split(config, speech, labels, fit_idx, val_idx, run_dir)
+    summary.pop("history")
+    result = evaluate(model, [speech[i] for i in test_idx], labels[test_idx], _device(config)) | summary
     result["probabilities"] = result["probabilities"].tolist()
     if _rank_and_world()[0] == 0:
         _write_json(done, result)
@@ -344,26 +351,15 @@ def train_final(config: TrainConfig, clips: list[Clip], speech: list[np.ndarray]
     val_actors = validation_actors(sorted({c.actor for c in clips}))
     fit_idx = [i for i, c in enumerate(clips) if c.actor not in val_actors]
     val_idx = [i for i, c in enumerate(clips) if c.actor in val_actors]
-    started = time.perf_counter()
-    model, history = fit(
-        config,
-        [speech[i] for i in fit_idx],
-        labels[fit_idx],
-        [speech[i] for i in val_idx],
-        labels[val_idx],
-        out / "runs" / "final",
-    )
-    seconds = time.perf_counter() - started
-    epochs_run = len(history)
-    info = {
+    model, info = _fit_split(config, speech, labels, fit_idx, val_idx, out / "runs" / "final")
+    history = info.pop("history")
+    epoch_seconds = sum(h["seconds"] for h in history)
+    info |= {
         "val_actors": val_actors,
-        "n_train": len(fit_idx),
-        "epochs_run": epochs_run,
-        "best_epoch": int(np.argmax([h["val_unweighted_recall"] for h in history]) + 1),
+        "wall_seconds": info["train_seconds"],
+        "train_seconds": epoch_seconds,
         "best_val_unweighted_recall": max(h["val_unweighted_recall"] for h in history),
-        "wall_seconds": seconds,
-        "train_seconds": sum(h["seconds"] for h in history),
-        "clips_per_second": len(fit_idx) * epochs_run / max(sum(h["seconds"] for h in history), 1e-9),
+        "clips_per_second": len(fit_idx) * len(history) / max(epoch_seconds, 1e-9),
     }
     plot_curves(
         history, out / "training_curves.png", f"Shipped model: {len(fit_idx)} clips, validation actors {val_actors}"
