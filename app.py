@@ -2,23 +2,28 @@
 
     python app.py [--model-repo USER/REPO] [--revision REV] [--examples RAVDESS_DIR]
 
-Environment: SER_MODEL_REPO, SER_MODEL_REVISION, SER_EXAMPLES_DIR; GRADIO_SERVER_NAME/GRADIO_SERVER_PORT.
+The weights come from the project's Hub repo (DEFAULT_MODEL_REPO) when it answers within HUB_TIMEOUT_SECONDS,
+else from the shipped checkpoint, and the page says which. An empty --model-repo skips the Hub.
+Environment: SER_MODEL_REPO, SER_MODEL_REVISION, SER_HUB_TIMEOUT, SER_EXAMPLES_DIR; GRADIO_SERVER_NAME/PORT.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import html
 import logging
 import os
 from pathlib import Path
 
 import gradio as gr
 import numpy as np
-from huggingface_hub import ModelCard
+from huggingface_hub import HfApi, ModelCard, constants, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from ser_model import DEFAULT_CHECKPOINT, AudioError, EmotionRecognizer, ModelLoadError, Prediction
 from ser_model.audio import SAMPLE_RATE
-from ser_model.visualize import plot_attention_maps, plot_spectrogram, plot_timeline
+from ser_model.visualize import plot_timeline, render_attention_maps, render_spectrogram, to_png
 
 try:  # On a ZeroGPU Space the GPU is attached only inside functions wrapped by spaces.GPU.
     import spaces
@@ -44,6 +49,11 @@ EMOJI = {
     "surprised": "😲",
 }
 CONCURRENCY = int(os.environ.get("SER_CONCURRENCY", 2))  # 2 CPU cores on a free Space: one request per core
+DEFAULT_MODEL_REPO = "ser-parallel/ser-parallel-ravdess"  # the published weights
+# Without an answer from the Hub in this time, a Space or classroom laptop starts on the shipped weights instead.
+HUB_TIMEOUT_SECONDS = float(os.environ.get("SER_HUB_TIMEOUT", 10))
+EXAMPLES_DIR = Path(__file__).resolve().parent / "examples"
+MAX_UPLOAD = "60mb"  # the longest audio accepted, 5 minutes of 48 kHz 16-bit stereo WAV, is 55 MB
 
 
 def parse_args() -> argparse.Namespace:
@@ -52,36 +62,62 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument(
         "--model-repo",
-        default=os.environ.get("SER_MODEL_REPO"),
-        help="Hub repo id (or local folder) of the weights; unset or unreachable: the shipped checkpoint",
+        default=os.environ.get("SER_MODEL_REPO", DEFAULT_MODEL_REPO),
+        help=f"Hub repo id (or local folder) of the weights (default {DEFAULT_MODEL_REPO}); "
+        "empty or unreachable: the shipped checkpoint",
     )
     parser.add_argument("--revision", default=os.environ.get("SER_MODEL_REVISION"), help="pinned Hub commit or tag")
     parser.add_argument(
         "--examples",
         default=os.environ.get("SER_EXAMPLES_DIR"),
-        help="a RAVDESS folder to offer example clips from (the project ships no audio)",
+        help="a RAVDESS folder to offer one more clip per emotion from, beside the shipped examples/",
     )
     return parser.parse_known_args()[0]  # known only: hosts such as Spaces may pass their own flags
 
 
-def load_recognizer(repo_id: str | None, revision: str | None) -> tuple[EmotionRecognizer, str, str]:
-    """The model from the Hub when configured and reachable, else the shipped checkpoint folder."""
+def load_recognizer(repo_id: str | None, revision: str | None) -> tuple[EmotionRecognizer, str, str, str | None]:
+    """The model from the Hub repo (or local folder) when it loads in time, else the shipped checkpoint.
+
+    Returns the recognizer, where it came from, its model card, and why the Hub was not used (None if it was).
+    """
     if repo_id and Path(repo_id).is_dir():
+        folder = Path(repo_id)
         return (
-            EmotionRecognizer.from_pretrained(repo_id),
+            EmotionRecognizer.from_pretrained(folder),
             f"the local folder `{repo_id}`",
-            str(Path(repo_id) / "README.md"),
+            str(folder / "README.md"),
+            None,
         )
-    if repo_id:
-        try:
-            recognizer = EmotionRecognizer.from_pretrained(repo_id, revision=revision)
-            return recognizer, f"the Hub repo `{repo_id}` at `{revision or 'main'}`", repo_id
-        except ModelLoadError as e:
-            logger.warning("Hub model unavailable, falling back to the shipped checkpoint: %s", e)
-            fallback = f"the shipped checkpoint (the Hub repo `{repo_id}` could not be reached)"
+    if not repo_id:
+        fallback = "no Hub repo is configured"
     else:
-        fallback = "the shipped checkpoint (no Hub repo configured)"
-    return EmotionRecognizer.from_pretrained(DEFAULT_CHECKPOINT), fallback, str(DEFAULT_CHECKPOINT / "README.md")
+        try:
+            folder = _download(repo_id, revision)
+            recognizer = EmotionRecognizer.from_pretrained(folder)
+            return recognizer, f"the Hub repo `{repo_id}` at `{revision or 'main'}`", str(folder / "README.md"), None
+        except (ModelLoadError, HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as e:
+            # Offline, unreachable, silent past the timeout, or no such repo or file: all land here.
+            logger.warning("Hub model unavailable, falling back to the shipped checkpoint: %s", e)
+            fallback = f"the Hub repo `{repo_id}` was not used: it could not be reached"
+    recognizer = EmotionRecognizer.from_pretrained(DEFAULT_CHECKPOINT)
+    return recognizer, "the shipped checkpoint", str(DEFAULT_CHECKPOINT / "README.md"), fallback
+
+
+def _download(repo_id: str, revision: str | None) -> Path:
+    """The repo's config, weights and card in the local Hub cache; offline mode (HF_HUB_OFFLINE=1) reads the cache.
+
+    The downloads retry a silent server with backoff for minutes, so one request with a deadline asks first
+    whether the Hub answers at all.
+    """
+    if not constants.HF_HUB_OFFLINE:
+        try:
+            HfApi().model_info(repo_id, revision=revision, timeout=HUB_TIMEOUT_SECONDS)
+        except HfHubHTTPError:
+            raise  # the Hub answered: no such repo or revision, or no access
+        except Exception as e:  # the transport's own errors: refused, timed out, no route, no DNS
+            raise ConnectionError(f"no answer from the Hub within {HUB_TIMEOUT_SECONDS:.0f} s: {e}") from e
+    names = [constants.CONFIG_NAME, constants.SAFETENSORS_SINGLE_FILE, constants.REPOCARD_NAME]
+    return Path([hf_hub_download(repo_id, name, revision=revision) for name in names][0]).parent
 
 
 def model_summary(card_source: str) -> str:
@@ -95,24 +131,33 @@ def model_summary(card_source: str) -> str:
     return "\n".join(lines) or "The model card lists no results."
 
 
-def example_clips(folder: str | None, per_emotion: int = 1) -> list[list[str]]:
+def example_clips(folder: str | Path | None, per_emotion: int = 1) -> list[list[str]]:
     """A few RAVDESS clips per emotion (strong intensity where it exists), or none without a folder."""
     if not folder or not Path(folder).is_dir():
         return []
     clips = []
     for code in range(1, 9):
         intensity = "01" if code == 1 else "02"  # neutral has no strong take
-        found = sorted(Path(folder).rglob(f"03-01-{code:02d}-{intensity}-*"))
+        found = sorted(p for p in Path(folder).rglob(f"03-01-{code:02d}-{intensity}-*") if p.suffix != ".md")
         clips += [[str(p)] for p in found[:: max(len(found) // per_emotion, 1)][:per_emotion]]
     return clips
 
 
+def example_label(path: str) -> str:
+    """ "😠 angry (actor 05)" from a RAVDESS file name."""
+    fields = Path(path).stem.split("-")
+    emotion = list(EMOJI)[int(fields[2]) - 1]
+    return f"{EMOJI[emotion]} {emotion} (actor {fields[6]})"
+
+
 args = parse_args()
-recognizer, model_source, card_source = load_recognizer(args.model_repo, args.revision)
-recognizer.predict((SAMPLE_RATE, np.sin(np.linspace(0, 2000, 2 * SAMPLE_RATE)).astype(np.float32)))  # warm-up
+recognizer, model_source, card_source, hub_fallback = load_recognizer(args.model_repo, args.revision)
+# Warm-up: the first prediction and figure pay for lazy initialisation (and the pitch tracker's JIT compile).
+_syllables = np.sin(np.linspace(0, 2000, 2 * SAMPLE_RATE)) * (np.sin(np.linspace(0, 8 * np.pi, 2 * SAMPLE_RATE)) > 0)
+render_spectrogram(recognizer.predict((SAMPLE_RATE, _syllables.astype(np.float32))))
 logger.info("Model from %s on %s", model_source, recognizer.device)
 MODEL_SUMMARY = model_summary(card_source)
-EXAMPLES = example_clips(args.examples)
+EXAMPLES = example_clips(EXAMPLES_DIR) + example_clips(args.examples)
 
 
 @on_gpu
@@ -131,7 +176,7 @@ def predict(audio_path: str | None) -> dict[str, float]:
 
 
 def analyze(audio_path: str | None):
-    """UI: the verdict, probabilities, spectrogram with attention, attention maps and timeline."""
+    """UI: the verdict, probabilities, spectrogram with pitch, loudness and attention, attention maps, timeline."""
     prediction = recognize(audio_path)
     confidence = prediction.probabilities[prediction.label]
     verdict = (
@@ -139,13 +184,20 @@ def analyze(audio_path: str | None):
         f"<span>{confidence:.0%} confident</span></div>"
     )
     long_audio = len(prediction.window_starts) > 1
+    spectrogram_alt = f"Log-mel spectrogram with pitch, loudness and attention over time; verdict {prediction.label}"
     return (
         verdict,
         prediction.probabilities,
-        plot_spectrogram(prediction),
-        plot_attention_maps(prediction),
+        figure_html(render_spectrogram(prediction), spectrogram_alt),
+        figure_html(render_attention_maps(prediction), "Attention maps of every layer and head"),
         gr.Plot(plot_timeline(prediction) if long_audio else None, visible=long_audio),
     )
+
+
+def figure_html(image: np.ndarray, alt: str) -> str:
+    """A figure inline in the page: it arrives with the answer, with no second request for a file."""
+    data = base64.b64encode(to_png(image)).decode("ascii")
+    return f'<img class="figure" src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
 
 
 HOW_IT_WORKS = """
@@ -184,28 +236,30 @@ these 8 emotions and always picks one. **Do not use it to make decisions about p
 CSS = """
 .verdict {font-size: 2.4rem; font-weight: 700; text-align: center; padding: 0.4rem 0;}
 .verdict span {display: block; font-size: 1rem; font-weight: 400; opacity: 0.75;}
+.figure {display: block; width: 100%; height: auto; max-width: 800px; margin: 0 auto;}
+.figure-placeholder {text-align: center; opacity: 0.6; padding: 2rem 0;}
+.hub-note {font-size: 0.9rem; opacity: 0.85;}
 """
+SPECTROGRAM_PLACEHOLDER = "<div class='figure-placeholder'>The spectrogram, pitch and loudness appear here.</div>"
+ATTENTION_PLACEHOLDER = "<div class='figure-placeholder'>The attention maps appear here.</div>"
 
 with gr.Blocks(title="Speech emotion recognition") as demo:
     gr.Markdown(
         "# 🎙️ What emotion is in your voice?\nRecord a sentence or upload a clip. The model shows what it "
         "heard, where it listened, and which of 8 emotions it recognises."
     )
+    if hub_fallback:
+        gr.Markdown(f"ℹ️ Using the shipped checkpoint: {hub_fallback}.", elem_classes="hub-note")
     with gr.Row():
         with gr.Column(scale=2):
             audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Your voice")
             button = gr.Button("Recognise emotion", variant="primary")
             verdict = gr.HTML("<div class='verdict'>🎧<span>waiting for audio</span></div>")
             probabilities = gr.Label(num_top_classes=8, label="Probability of each emotion", show_heading=False)
-            if EXAMPLES:
-                gr.Examples(EXAMPLES, inputs=audio, label="RAVDESS examples (one per emotion)")
+            examples_slot = gr.Column()
         with gr.Column(scale=3):
-            spectrogram = gr.Plot(
-                label="Spectrogram and attention over time", format="png", show_label=False, elem_id="spectrogram"
-            )
-            attention = gr.Plot(
-                label="Attention maps (layer × head)", format="png", show_label=False, elem_id="attention"
-            )
+            spectrogram = gr.HTML(SPECTROGRAM_PLACEHOLDER, elem_id="spectrogram")
+            attention = gr.HTML(ATTENTION_PLACEHOLDER, elem_id="attention")
     timeline = gr.Plot(label="Emotion timeline", format="png", show_label=False, visible=False, elem_id="timeline")
     with gr.Accordion("How it works", open=False):
         gr.Markdown(HOW_IT_WORKS)
@@ -213,13 +267,27 @@ with gr.Blocks(title="Speech emotion recognition") as demo:
         gr.Markdown(ABOUT)
     gr.Markdown(f"<small>Model: {model_source} · device: `{recognizer.device}`</small>")
 
+    outputs = [verdict, probabilities, spectrogram, attention, timeline]
     gr.on(
         triggers=[button.click, audio.stop_recording, audio.upload],
         fn=analyze,
         inputs=audio,
-        outputs=[verdict, probabilities, spectrogram, attention, timeline],
+        outputs=outputs,
         api_name="analyze",
     )
+    if EXAMPLES:
+        with examples_slot:
+            gr.Examples(
+                EXAMPLES,
+                inputs=audio,
+                outputs=outputs,
+                fn=analyze,
+                run_on_click=True,
+                cache_examples=False,
+                label="Example voices (RAVDESS, one per emotion): click one",
+                example_labels=[example_label(row[0]) for row in EXAMPLES],
+                examples_per_page=16,
+            )
     # The API endpoint: label and probabilities only, no figures, so clients get a fast answer.
     api_label = gr.Label(visible=False)
     gr.Button(visible=False).click(predict, inputs=audio, outputs=api_label, api_name="predict")
@@ -227,4 +295,4 @@ with gr.Blocks(title="Speech emotion recognition") as demo:
 demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
 
 if __name__ == "__main__":
-    demo.launch(css=CSS, allowed_paths=[args.examples] if args.examples else None)
+    demo.launch(css=CSS, allowed_paths=[args.examples] if args.examples else None, max_file_size=MAX_UPLOAD)

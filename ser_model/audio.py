@@ -26,8 +26,16 @@ WINDOW_HOP_SECONDS = 3.0  # long recordings are scored in back-to-back windows: 
 
 MIN_SPEECH_SECONDS = 0.3  # less than this is too little voice to judge an emotion from
 MAX_SECONDS = 300.0  # five minutes; longer uploads are refused before they are decoded
-SILENCE_DBFS = -60.0  # a recording whose loudest 10 ms frame is quieter than this is silent
+DIGITAL_SILENCE_DBFS = -100.0  # below this nothing was recorded (16-bit audio's last bit is -90 dB): a muted mic
+# Voice is judged against the recording's own noise floor, not an absolute level, so a quiet voice far from a
+# laptop microphone counts. A hum or a tone varies by 0 dB between 25-ms frames, white and pink noise by 1-6 dB;
+# a voice rises 40-70 dB over its own pauses (RAVDESS), and 11 dB or more under pink noise at 5 dB SNR.
+# (Brown noise, all rumble, varies by 10-13 dB and passes for a voice.)
+MIN_VOICE_RANGE_DB = 8.0
 SPEECH_RANGE_DB = 0.5  # frames louder than noise floor + this share of (peak - floor) count as voice
+# A floor further below the peak than this is taken as this far: how much quieter a silence is says nothing
+# about where the voice starts, and a quiet recording's silences round to digital zeros in 16-bit files.
+MAX_FLOOR_DEPTH_DB = 50.0
 TRIM_MARGIN_SECONDS = 0.1  # kept either side of the voiced region so onsets are not clipped
 TARGET_DBFS = -20.0  # the RMS level voiced audio is scaled to, so the input level does not matter
 
@@ -95,23 +103,27 @@ def prepare_speech(samples: np.ndarray) -> np.ndarray:
     Raises
     ------
     AudioError
-        If the audio is silent or holds less than :data:`MIN_SPEECH_SECONDS` of voice.
+        If the audio is digital silence, a steady sound with no voice above it, or holds less than
+        :data:`MIN_SPEECH_SECONDS` of voice. How loud the voice is does not matter.
     """
-    frame_db = _frame_dbfs(samples)
-    if frame_db.size == 0 or frame_db.max() < SILENCE_DBFS:
-        raise AudioError(
-            f"The audio is silent: nothing in it is louder than {SILENCE_DBFS:.0f} dBFS. "
-            "Check that the microphone is on and speak closer to it."
-        )
+    frame_db = frame_dbfs(samples)
+    if frame_db.max() < DIGITAL_SILENCE_DBFS:
+        raise AudioError("The audio is silent: the microphone recorded nothing. Check that it is on and not muted.")
+    if len(samples) < MIN_SPEECH_SECONDS * SAMPLE_RATE:
+        raise AudioError(_too_short_message(len(samples) / SAMPLE_RATE))
     floor, peak = np.percentile(frame_db, 10), frame_db.max()
+    if peak - floor < MIN_VOICE_RANGE_DB:
+        raise AudioError(
+            "No voice was found: the audio is a steady sound (noise, hum or a tone) with nothing rising above it. "
+            "Speak a sentence close to the microphone."
+        )
+    peak = np.percentile(frame_db, 99)  # the voice's peak: a single click must not set it
+    floor = max(floor, peak - MAX_FLOOR_DEPTH_DB)
     voiced = frame_db > floor + SPEECH_RANGE_DB * (peak - floor)
     first, last = np.flatnonzero(voiced)[[0, -1]]
     voiced_seconds = (last - first + 1) * HOP_LENGTH / SAMPLE_RATE
     if voiced_seconds < MIN_SPEECH_SECONDS:
-        raise AudioError(
-            f"The audio holds only {voiced_seconds:.2f} s of voice; at least "
-            f"{MIN_SPEECH_SECONDS:.1f} s is needed. Record a whole sentence."
-        )
+        raise AudioError(_too_short_message(voiced_seconds))
     margin = int(TRIM_MARGIN_SECONDS * SAMPLE_RATE)
     start = max(first * HOP_LENGTH - margin, 0)
     stop = min((last + 1) * HOP_LENGTH + N_FFT + margin, len(samples))
@@ -205,7 +217,7 @@ def _resample(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     return resampled.numpy()
 
 
-def _frame_dbfs(samples: np.ndarray) -> np.ndarray:
+def frame_dbfs(samples: np.ndarray) -> np.ndarray:
     """Level of each N_FFT-long frame, HOP_LENGTH apart, in dB relative to full scale."""
     if len(samples) < N_FFT:
         samples = np.pad(samples, (0, N_FFT - len(samples)))
@@ -214,6 +226,13 @@ def _frame_dbfs(samples: np.ndarray) -> np.ndarray:
     starts = np.arange(0, len(samples) - N_FFT + 1, HOP_LENGTH)
     power = (cumulative[starts + N_FFT] - cumulative[starts]) / N_FFT
     return 10.0 * np.log10(power + 1e-12)
+
+
+def _too_short_message(seconds: float) -> str:
+    return (
+        f"The audio holds only {seconds:.2f} s of voice; at least {MIN_SPEECH_SECONDS:.1f} s is needed. "
+        "Record a whole sentence."
+    )
 
 
 def _too_long_message(seconds: float) -> str:

@@ -42,6 +42,10 @@ class ModelConfig:
     n_heads: int = 4  # 16-dim heads, each free to track a different cue (onsets, pitch, pauses)
     n_layers: int = 2  # shown in the app as a 2 x 4 grid of maps
     dropout: float = 0.2
+    # Each window's log-mel is floored this many dB below its loudest point (Whisper floors at 80 dB), so how
+    # quiet the pauses are (digital zeros, a quiet room, the hiss of a levelled quiet recording) stops mattering.
+    # None keeps the full range, as checkpoints trained before it.
+    dynamic_range_db: float | None = None
 
     @property
     def n_samples(self) -> int:
@@ -201,6 +205,8 @@ class EmotionNet(
 
     def classify(self, log_mel: Tensor, return_attention: bool = False) -> ModelOutput:
         """log_mel: (B, n_mels, n_frames) in dB, as :class:`LogMel` gives it (and as training augments it)."""
+        if self.config.dynamic_range_db is not None:
+            log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - self.config.dynamic_range_db)
         x = self.input_norm(log_mel)  # (B, F, T)
         embeddings = [cnn(x.unsqueeze(1)) for cnn in self.cnns]  # each (B, 2C)
         temporal, attentions = self.transformer(x, return_attention)  # (B, D), (B, L, H, T', T')

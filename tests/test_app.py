@@ -152,6 +152,29 @@ def test_non_audio_upload_shows_an_error_and_the_app_keeps_working(page, clips):
     _assert_results_rendered(page)
 
 
+def test_an_example_voice_runs_with_one_click(page):
+    page.get_by_text("angry (actor 05)").first.click()
+    _assert_results_rendered(page)
+    assert "angry" in page.locator(".verdict").inner_text()  # a clip of the training actors: it should know it
+    alt = page.locator("#spectrogram img").first.get_attribute("alt")
+    assert "pitch" in alt and "loudness" in alt  # drawn on the spectrogram's time axis
+    page.screenshot(path=str(SCREENSHOTS / "example.png"), full_page=True)
+
+
+def test_the_page_fits_a_phone_screen(browser, app_url):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True)
+    page = context.new_page()
+    page.goto(app_url)
+    page.get_by_text("angry (actor 05)").first.click()
+    _assert_results_rendered(page)
+    page.screenshot(path=str(SCREENSHOTS / "phone.png"), full_page=True)
+    overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page scrolls sideways by {overflow} px"
+    figure_width = page.locator("#spectrogram img").first.evaluate("img => img.getBoundingClientRect().width")
+    assert figure_width <= 390  # the figure scales down to the screen
+    context.close()
+
+
 def test_gradio_client_api_returns_eight_probabilities(app_url, clips):
     from gradio_client import Client, handle_file
 
@@ -175,12 +198,57 @@ def test_examples_offer_one_ravdess_clip_per_emotion():
     assert emotions == list(range(1, 9))
 
 
-def test_unreachable_hub_repo_falls_back_to_the_shipped_checkpoint():
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "SER_MODEL_REPO": "ser-test/not-reachable", "SER_MODEL_REVISION": "v1"}
-    code = "import app; print('SOURCE', app.model_source)"
-    result = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
+def _import_app(**env_overrides) -> subprocess.CompletedProcess:
+    """Import app.py in a fresh process (it loads its model at import) and print where the model came from."""
+    code = "import app; print('SOURCE', app.model_source); print('FALLBACK', app.hub_fallback)"
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"} | env_overrides
+    for name, value in env_overrides.items():
+        if value is None:
+            env.pop(name)
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+
+
+def test_the_hub_repo_is_tried_first_and_the_shipped_checkpoint_used_offline():
+    result = _import_app(SER_MODEL_REPO=None)  # the default: the project's Hub repo
     assert result.returncode == 0, result.stderr
-    assert "SOURCE the shipped checkpoint (the Hub repo `ser-test/not-reachable` could not be reached)" in result.stdout
+    assert "SOURCE the shipped checkpoint" in result.stdout
+    assert "FALLBACK the Hub repo `ser-parallel/ser-parallel-ravdess` was not used: it could not be reached" in (
+        result.stdout
+    )
     assert "falling back to the shipped checkpoint" in result.stderr  # and the log says so
+
+
+def test_an_empty_repo_setting_skips_the_hub():
+    result = _import_app(SER_MODEL_REPO="", HF_HUB_OFFLINE="0", HF_ENDPOINT="http://127.0.0.1:9")
+    assert result.returncode == 0, result.stderr
+    assert "FALLBACK no Hub repo is configured" in result.stdout and "falling back" not in result.stderr
+
+
+def test_a_hub_that_never_answers_times_out_to_the_shipped_checkpoint():
+    """A server that accepts the connection and then says nothing, as behind a captive portal."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(16)
+        endpoint = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        started = time.perf_counter()
+        result = _import_app(
+            SER_MODEL_REPO="ser-test/silent", HF_HUB_OFFLINE="0", HF_ENDPOINT=endpoint, SER_HUB_TIMEOUT="2"
+        )
+        elapsed = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr
+    assert "FALLBACK the Hub repo `ser-test/silent` was not used: it could not be reached" in result.stdout
+    assert elapsed < 60  # the 2-s timeout, plus starting Python and loading the model; not minutes
+
+
+def test_an_upload_over_the_size_limit_is_refused_at_the_door(app_url, tmp_path):
+    import httpx
+
+    huge = tmp_path / "huge.wav"
+    with open(huge, "wb") as f:
+        f.truncate(1024**3)  # 1 GB, sparse on disk
+    with open(huge, "rb") as f:
+        response = httpx.post(
+            f"{app_url}/gradio_api/upload", files={"files": ("huge.wav", f, "audio/wav")}, timeout=120
+        )
+    assert response.status_code == 413, response.text[:300]
+    assert "60" in response.text  # the message names the limit

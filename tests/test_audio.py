@@ -10,6 +10,7 @@ import torchaudio.functional as AF
 
 from ser_model import AudioError, load_audio, prepare_speech
 from ser_model.audio import HOP_LENGTH, MAX_SECONDS, N_SAMPLES, SAMPLE_RATE, pad_or_trim, window_starts
+from train import channels
 
 from .conftest import speech_like
 
@@ -59,6 +60,38 @@ def test_prepare_speech_is_level_invariant():
     reference = prepare_speech(speech)
     for gain_db in (-30, -10, 6):
         np.testing.assert_allclose(prepare_speech(speech * 10 ** (gain_db / 20)), reference, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("gain_db", [-30, -40, -50])
+def test_a_quiet_voice_is_accepted_and_prepared_like_the_original(gain_db):
+    rng = np.random.default_rng(0)
+    recording = np.concatenate([np.zeros(8000), speech_like(2.0), np.zeros(8000)]).astype(np.float32)
+    recording += 1e-4 * rng.standard_normal(len(recording)).astype(np.float32)  # a quiet room under it
+    # Quieter, then stored as 16-bit PCM as a recorder would: the room noise rounds to a few LSB or to zero.
+    quiet = np.round(recording * 10 ** (gain_db / 20) * 32767).astype(np.int16)
+    reference, prepared = prepare_speech(recording), prepare_speech(load_audio((SAMPLE_RATE, quiet)))
+    assert abs(len(prepared) - len(reference)) <= 2 * HOP_LENGTH
+    n = min(len(prepared), len(reference))
+    assert np.corrcoef(prepared[:n], reference[:n])[0, 1] > 0.99
+
+
+STEADY_SOUNDS = {
+    "digital silence": (np.zeros(3 * SAMPLE_RATE), "silent"),
+    "mains hum": (0.1 * np.sin(2 * np.pi * 50 * np.arange(3 * SAMPLE_RATE) / SAMPLE_RATE), "No voice"),
+    "a tone": (0.3 * np.sin(2 * np.pi * 440 * np.arange(3 * SAMPLE_RATE) / SAMPLE_RATE), "No voice"),
+    "white noise": (0.05 * np.random.default_rng(0).standard_normal(3 * SAMPLE_RATE), "No voice"),
+    "quiet fan (pink noise)": (
+        1e-3 * channels.coloured_noise((1, 10 * SAMPLE_RATE), "pink", torch.Generator().manual_seed(0))[0].numpy(),
+        "No voice",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", STEADY_SOUNDS, ids=list(STEADY_SOUNDS))
+def test_silence_hum_and_noise_without_a_voice_are_refused(case):
+    audio, message = STEADY_SOUNDS[case]
+    with pytest.raises(AudioError, match=message):
+        prepare_speech(load_audio((SAMPLE_RATE, audio.astype(np.float32))))
 
 
 def test_pad_or_trim_and_windows():

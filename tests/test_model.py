@@ -37,3 +37,18 @@ def test_attention_is_trainable_path_too():
     output = model(torch.randn(2, model.config.n_samples), return_attention=True)
     output.logits.sum().backward()
     assert model.transformer.blocks[0].attention.qkv.weight.grad is not None
+
+
+def test_a_dynamic_range_floor_makes_the_level_of_the_pauses_irrelevant():
+    torch.manual_seed(0)
+    model = EmotionNet(ModelConfig(dynamic_range_db=60.0)).eval()
+    log_mel = torch.full((1, 64, 301), -100.0)  # digital silence in the pauses
+    log_mel[:, :, 100:200] = torch.randn(1, 64, 100) * 10  # a voice peaking near +30 dB
+    hiss = log_mel.clone()
+    hiss[:, :, :100] = -75.0  # the pauses of a quiet recording after levelling: hiss, still 60+ dB below the voice
+    with torch.no_grad():
+        torch.testing.assert_close(model.classify(log_mel).logits, model.classify(hiss).logits)
+    unfloored = EmotionNet(ModelConfig()).eval()
+    unfloored.load_state_dict(model.state_dict())  # the same weights, without the floor
+    with torch.no_grad():
+        assert not torch.allclose(unfloored.classify(log_mel).logits, unfloored.classify(hiss).logits)

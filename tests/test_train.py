@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,14 +15,15 @@ import soundfile as sf
 import torch
 
 from ser_model import EmotionNet
-from train.augment import add_white_noise, change_speed, place_in_window, spec_augment
+from train.augment import ChannelConfig, change_speed, place_in_window, spec_augment
 from train.data import actor_folds, load_speech, parse_ravdess, random_split, validation_actors
-from train.train import TrainConfig, fit, main
+from train.train import TrainConfig, fit, load_corpus, main
 
 from .conftest import RAVDESS, ROOT, speech_like
 
 RAVDESS_DIR = os.environ.get("RAVDESS_DIR", str(RAVDESS))  # tests read the shared copy; none is committed
 TINY = dict(cnn_channels=[8, 16], d_model=32, n_layers=1)  # a model size that trains in seconds
+NO_CHANNELS = ChannelConfig(reverb_prob=0, noise_prob=0, telephone_prob=0, codec_prob=0, gain_prob=0)
 
 
 def tiny_config(tmp_path, **overrides) -> TrainConfig:
@@ -34,6 +36,8 @@ def tiny_config(tmp_path, **overrides) -> TrainConfig:
         protocols=[],
         final=False,
         actors=[1, 2],
+        channels=ChannelConfig(codec_prob=0.0),  # codec copies take seconds per actor to render; one test has them
+        robustness=False,  # the robustness benchmark has a test of its own
     )
     config.model = replace(config.model, **TINY)
     return replace(config, **overrides)
@@ -103,18 +107,6 @@ def test_random_split_is_disjoint_and_stratified():
         assert abs(share - overall) < 0.02
 
 
-def test_white_noise_has_the_snr_it_claims_and_ignores_padding():
-    torch.manual_seed(0)
-    clean = place_in_window([speech_like(1.5, seed=s) for s in range(4)], 48000, rng=None)  # zero-padded
-    snr = torch.tensor([15.0, 20.0, 25.0, 30.0])
-    noisy = add_white_noise(clean, snr)
-    voiced = clean != 0
-    for i in range(4):
-        signal = clean[i][voiced[i]].pow(2).mean()
-        noise = (noisy[i] - clean[i])[voiced[i]].pow(2).mean()
-        assert 10 * torch.log10(signal / noise) == pytest.approx(snr[i].item(), abs=0.3)
-
-
 def test_augmentations_keep_shapes_and_labels():
     rng = np.random.default_rng(0)
     clips = [speech_like(2.0), speech_like(4.0)]
@@ -137,36 +129,36 @@ def test_short_real_training_lowers_the_loss_and_beats_chance(tmp_path):
         lr=5e-3,
         warmup_epochs=1,
         patience=100,
-        noise_prob=0.0,
+        channels=NO_CHANNELS,
         spec_augment=False,
         time_shift=False,
         speed_factors=[1.0],
         label_smoothing=0.0,
     )
-    clips = [c for c in parse_ravdess(RAVDESS_DIR) if c.actor in config.actors]
-    speech, labels = load_speech(clips, config.cache_dir), np.array([c.label for c in clips])
-    model, history = fit(config, speech, labels, speech[:60], labels[:60], tmp_path / "run")
+    corpus = load_corpus([c for c in parse_ravdess(RAVDESS_DIR) if c.actor in config.actors], config)
+    everything = list(range(len(corpus.clips)))
+    model, history = fit(config, corpus, everything, everything[:60], tmp_path / "run")
     assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.3, history
     from train.train import evaluate
 
-    train_accuracy = evaluate(model, speech, labels, torch.device("cpu"))["accuracy"]
+    train_accuracy = evaluate(model, corpus.speech, corpus.labels, torch.device("cpu"))["accuracy"]
     assert train_accuracy > 0.3, train_accuracy  # chance is 1/8; 0.3 on 120 clips is far beyond luck
 
 
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path, monkeypatch):
     import train.train as loop
 
-    config = tiny_config(tmp_path, epochs=3, patience=100)
-    clips = [c for c in parse_ravdess(RAVDESS_DIR) if c.actor in config.actors]
-    speech, labels = load_speech(clips, config.cache_dir), np.array([c.label for c in clips])
-    args = (speech, labels, speech[:40], labels[:40])
+    # Every channel augmentation on, codecs included: resume must replay their draws exactly.
+    config = tiny_config(tmp_path, epochs=3, patience=100, channels=ChannelConfig(codec_prob=0.5))
+    corpus = load_corpus([c for c in parse_ravdess(RAVDESS_DIR) if c.actor in config.actors], config)
+    args = (corpus, list(range(40, len(corpus.clips))), list(range(40)))
 
     real_epoch = loop.train_one_epoch
 
-    def killed_in_epoch_3(*a, **kw):
-        if a[5] == 2:  # the epoch argument: the process dies during the third epoch
+    def killed_in_epoch_3(*a, epoch, **kw):
+        if epoch == 2:  # the process dies during the third epoch
             raise KeyboardInterrupt
-        return real_epoch(*a, **kw)
+        return real_epoch(*a, epoch=epoch, **kw)
 
     monkeypatch.setattr(loop, "train_one_epoch", killed_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
@@ -227,6 +219,53 @@ def test_evaluate_cli_writes_the_metrics_json(tmp_path):
     metrics = json.loads(report.read_text())
     assert {"accuracy", "unweighted_recall", "macro_f1", "n", "labels", "confusion"} <= set(metrics)
     assert metrics["n"] == 60 and np.array(metrics["confusion"]).sum() == 60
+
+
+def test_evaluate_reads_every_format_and_skips_what_it_cannot_use(tmp_path, random_model):
+    from train.evaluate import evaluate_folder
+
+    actor = tmp_path / "Actor_01"
+    actor.mkdir()
+    voice = speech_like(1.5)
+    sf.write(actor / "03-01-01-01-01-01-01.wav", voice, 48000)
+    sf.write(actor / "03-01-03-02-01-01-01.flac", voice, 16000)
+    sf.write(actor / "03-01-04-02-01-01-01.ogg", voice, 16000, format="OGG", subtype="OPUS")
+    sf.write(actor / "03-01-05-02-01-01-01.mp3", voice, 16000, format="MP3", subtype="MPEG_LAYER_III")
+    (actor / "03-01-06-02-01-01-01.wav").write_bytes(b"RIFF, but not really")  # undecodable
+    sf.write(actor / "03-01-07-02-01-01-01.wav", np.zeros(16000, np.float32), 16000)  # digital silence
+    random_model.save_pretrained(tmp_path / "model")
+    metrics = evaluate_folder(tmp_path, tmp_path / "model", device="cpu")
+    assert metrics["n"] == 4 and np.array(metrics["confusion"]).sum() == 4
+    skipped = {Path(s["path"]).name: s["reason"] for s in metrics["skipped"]}
+    assert set(skipped) == {"03-01-06-02-01-01-01.wav", "03-01-07-02-01-01-01.wav"}
+    assert "Could not read" in skipped["03-01-06-02-01-01-01.wav"] and "silent" in skipped["03-01-07-02-01-01-01.wav"]
+
+
+def test_robustness_cli_writes_one_row_per_condition(tmp_path, random_model):
+    from train.robustness import CONDITIONS
+
+    random_model.save_pretrained(tmp_path / "model")
+    report = tmp_path / "robustness.json"
+    command = [
+        "-m",
+        "train.robustness",
+        "--data",
+        RAVDESS_DIR,
+        "--actors",
+        "1",
+        "2",
+        "--model",
+        str(tmp_path / "model"),
+    ]
+    result = subprocess.run(
+        [sys.executable, *command, "--json", str(report)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(report.read_text())["conditions"]
+    assert [r["condition"] for r in rows] == list(CONDITIONS)
+    assert all(r["n"] == 120 and 0 <= r["accuracy"] <= 1 and 0 <= r["unweighted_recall"] <= 1 for r in rows)
+    assert {r["condition"]: r["refused"] for r in rows}["quiet -40 dB"] == 0  # quiet is not silent
+    assert "| clean | 120 |" in result.stdout
 
 
 def test_evaluate_cli_explains_a_bad_folder(tmp_path):

@@ -4,6 +4,7 @@ import argparse
 
 from ser_model.model import ModelConfig
 
+from .augment import ChannelConfig
 from .train import PROTOCOLS, TrainConfig, main
 
 
@@ -28,7 +29,14 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--patience", type=int, default=defaults.patience)
-    parser.add_argument("--noise-prob", type=float, default=defaults.noise_prob)
+    channel = parser.add_argument_group("channel augmentation (before trimming, as the app hears; 0 turns one off)")
+    for name in ("reverb", "noise", "telephone", "codec", "gain"):
+        channel.add_argument(f"--{name}-prob", type=float, default=getattr(defaults.channels, f"{name}_prob"))
+    channel.add_argument(
+        "--noise-types", nargs="+", default=defaults.channels.noise_types, choices=["white", "pink", "brown", "babble"]
+    )
+    channel.add_argument("--snr", type=float, nargs=2, default=defaults.channels.snr_db, metavar=("MIN", "MAX"))
+    channel.add_argument("--rt60", type=float, nargs=2, default=defaults.channels.rt60, metavar=("MIN", "MAX"))
     parser.add_argument(
         "--speed",
         type=float,
@@ -50,6 +58,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--device", default=defaults.device)
     parser.add_argument("--cache-dir", default=defaults.cache_dir)
     parser.add_argument("--resume", action="store_true", help="continue stopped runs from their last epoch")
+    parser.add_argument(
+        "--robustness",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.robustness,
+        help="score each test fold under every channel condition (train.robustness)",
+    )
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the checkpoint folder (token: HF_TOKEN)")
     parser.add_argument(
         "--model",
@@ -62,13 +76,21 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     model = ModelConfig(
         **{k: _parse_value(ModelConfig, k, v) for k, v in (kv.split("=", 1) for kv in args.pop("model"))}
     )
-    return TrainConfig(**args, model=model)
+    channels = ChannelConfig(
+        **{f"{name}_prob": args.pop(f"{name}_prob") for name in ("reverb", "noise", "telephone", "codec", "gain")},
+        noise_types=args.pop("noise_types"),
+        snr_db=tuple(args.pop("snr")),
+        rt60=tuple(args.pop("rt60")),
+    )
+    return TrainConfig(**args, model=model, channels=channels)
 
 
 def _parse_value(cls, key: str, value: str):
     default = getattr(cls(), key)
     if isinstance(default, list):
         return [type(default[0])(v) for v in value.split(",")]
+    if default is None:  # optional numbers, e.g. dynamic_range_db=60
+        return None if value.lower() == "none" else float(value)
     return type(default)(value)
 
 

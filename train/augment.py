@@ -2,12 +2,132 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
-from ser_model.audio import SAMPLE_RATE
+from ser_model.audio import SAMPLE_RATE, AudioError, prepare_speech
+
+from . import channels
+
+NOISE_BANK_SECONDS = 8.0  # longer than any speed-perturbed RAVDESS recording (5.1 s / 0.9)
+
+
+@dataclass
+class ChannelConfig:
+    """How often each channel degrades a training recording (0 turns it off), and how strongly."""
+
+    reverb_prob: float = 0.3
+    rt60: tuple[float, float] = (0.2, 1.0)  # seconds: a furnished room to a bare classroom
+    drr_db: tuple[float, float] = (-3.0, 12.0)  # direct-to-reverberant ratio: across the room to close up
+    noise_prob: float = 0.67  # the notebook trained on 2 noisy copies per clean clip
+    noise_types: list[str] = field(default_factory=lambda: ["white", "pink", "brown", "babble"])
+    snr_db: tuple[float, float] = (0.0, 30.0)
+    telephone_prob: float = 0.1
+    codec_prob: float = 0.1  # rows drawn from the cached MP3 / Opus copies of the unsped recording
+    gain_prob: float = 0.25
+    gain_db: tuple[float, float] = (-40.0, 15.0)  # quiet microphones, and hot ones that clip
+    n_impulse_responses: int = 64
+    n_noise_tracks: int = 16  # per colour
+
+
+class ChannelAugment:
+    """Degrades a batch of raw training recordings as rooms, microphones and phone lines do.
+
+    Each row draws its own channel: room reverberation, then noise of one type, then a phone line, then the
+    microphone's gain with clipping and 16-bit quantisation. The impulse responses and noise tracks are drawn
+    once from ``seed`` (disjoint from the robustness benchmark's); every draw per batch comes from ``generator``.
+    """
+
+    def __init__(self, config: ChannelConfig, seed: int):
+        self.config = config
+        bank = torch.Generator().manual_seed(seed)
+        self.impulse_responses = torch.nn.utils.rnn.pad_sequence(
+            [
+                channels.impulse_response(float(rt60), float(drr), bank)
+                for rt60, drr in zip(
+                    _uniform(config.n_impulse_responses, config.rt60, bank),
+                    _uniform(config.n_impulse_responses, config.drr_db, bank),
+                )
+            ],
+            batch_first=True,
+        )  # (n_irs, longest)
+        n = int(NOISE_BANK_SECONDS * SAMPLE_RATE)
+        self.noise_tracks = {
+            colour: channels.coloured_noise((config.n_noise_tracks, n), colour, bank)
+            for colour in channels.NOISE_EXPONENTS
+            if colour in config.noise_types
+        }
+
+    def __call__(self, recordings: list[np.ndarray], generator: torch.Generator) -> list[np.ndarray]:
+        config, B = self.config, len(recordings)
+        lengths = torch.tensor([len(r) for r in recordings])
+        x = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(r) for r in recordings], batch_first=True)
+        n = x.shape[1]
+        valid = channels.valid_mask(lengths, n)
+
+        def draw(prob: float) -> Tensor:
+            return torch.rand(B, generator=generator) < prob
+
+        if (rows := draw(config.reverb_prob)).any():
+            which = torch.randint(len(self.impulse_responses), (int(rows.sum()),), generator=generator)
+            x[rows] = channels.reverberate(x[rows], self.impulse_responses[which]) * valid[rows]
+        if (rows := draw(config.noise_prob)).any():
+            kinds = torch.randint(len(config.noise_types), (B,), generator=generator)
+            noise = torch.zeros_like(x)
+            for k, kind in enumerate(config.noise_types):
+                chosen = rows & (kinds == k)
+                if not chosen.any():
+                    continue
+                if kind == "babble":
+                    noise[chosen] = _babble_from_batch(x, generator)[chosen]
+                else:
+                    noise[chosen] = _crops(self.noise_tracks[kind], int(chosen.sum()), n, generator)
+            snr_db = torch.empty(B).uniform_(*config.snr_db, generator=generator)
+            x[rows] = channels.add_noise(x[rows], lengths[rows], noise[rows], snr_db[rows])
+        if (rows := draw(config.telephone_prob)).any():
+            x[rows] = channels.telephone(x[rows]) * valid[rows]
+        if (rows := draw(config.gain_prob)).any():
+            gain_db = torch.empty(int(rows.sum())).uniform_(*config.gain_db, generator=generator)
+            x[rows] = torch.round(channels.gain_and_clip(x[rows], gain_db) * 32767) / 32767
+        return [row[:length].numpy() for row, length in zip(x, lengths)]
+
+
+def prepare_batch(degraded: list[np.ndarray], clean: list[np.ndarray]) -> list[np.ndarray]:
+    """``prepare_speech`` on each degraded recording, as the app does; one it refuses (a voice drowned at
+    0 dB SNR looks like steady noise) is trained on clean instead."""
+    speech = []
+    for noisy, original in zip(degraded, clean):
+        try:
+            speech.append(prepare_speech(noisy))
+        except AudioError:
+            speech.append(prepare_speech(original))
+    return speech
+
+
+def _uniform(n: int, bounds: tuple[float, float], generator: torch.Generator) -> Tensor:
+    return torch.empty(n).uniform_(*bounds, generator=generator)
+
+
+def _crops(tracks: Tensor, n_rows: int, n: int, generator: torch.Generator) -> Tensor:
+    """``n_rows`` random n-sample crops of random tracks (K, T) -> (n_rows, n), by one gather."""
+    which = torch.randint(len(tracks), (n_rows, 1), generator=generator)
+    start = torch.randint(tracks.shape[1] - n + 1, (n_rows, 1), generator=generator)
+    return tracks[which, start + torch.arange(n)]
+
+
+def _babble_from_batch(x: Tensor, generator: torch.Generator) -> Tensor:
+    """For each row, the other training recordings of the batch talking at once (B, n), each shifted in time."""
+    B, n = x.shape
+    talkers = x / x.pow(2).mean(dim=1, keepdim=True).sqrt().clamp(min=1e-8)
+    mix = torch.zeros_like(x)
+    for k in range(1, min(channels.BABBLE_TALKERS, B - 1) + 1):
+        shift = int(torch.randint(n, (1,), generator=generator))
+        mix += talkers.roll(shifts=(k, shift), dims=(0, 1))
+    return mix / mix.pow(2).mean(dim=1, keepdim=True).sqrt().clamp(min=1e-8)
 
 
 def place_in_window(speech: list[np.ndarray], length: int, rng: np.random.Generator | None) -> Tensor:
@@ -37,18 +157,6 @@ def change_speed(speech: list[np.ndarray], factor: float) -> list[np.ndarray]:
     # hundreds keeps a large common factor with 16 kHz, so the resampling kernel stays small.
     as_if_recorded_at = round(SAMPLE_RATE * factor, -2)
     return [AF.resample(torch.from_numpy(clip), as_if_recorded_at, SAMPLE_RATE).numpy() for clip in speech]
-
-
-def add_white_noise(waveform: Tensor, snr_db: Tensor) -> Tensor:
-    """Additive white Gaussian noise at ``snr_db`` (B,) relative to each clip's non-silent power.
-
-    The power is measured over the non-zero samples, so the zero padding around a short clip does
-    not lower it and the SNR is what the clip itself hears.
-    """
-    voiced = waveform != 0
-    power = (waveform**2).sum(dim=1) / voiced.sum(dim=1).clamp(min=1)  # (B,)
-    noise_power = power / 10.0 ** (snr_db / 10.0)
-    return waveform + torch.randn_like(waveform) * noise_power.sqrt().unsqueeze(1)
 
 
 def spec_augment(log_mel: Tensor, n_freq_masks: int, max_freq: int, n_time_masks: int, max_time: int) -> Tensor:

@@ -8,6 +8,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ser_model.model import REPO_URL, EmotionNet
 
+from .augment import ChannelConfig
+from .robustness import format_table
+
 RAVDESS_CITATION = """Livingstone SR, Russo FA (2018) The Ryerson Audio-Visual Database of Emotional Speech and Song
 (RAVDESS): A dynamic, multimodal set of facial and vocal expressions in North American English.
 PLoS ONE 13(5): e0196391. https://doi.org/10.1371/journal.pone.0196391"""
@@ -33,6 +36,10 @@ heard in training, as a classroom user is not.
 {{ results_notes }}
 
 Per-class recall, unseen speakers (pooled over folds): {{ per_class }}.
+
+## Robustness: what a classroom does to a voice
+
+{{ robustness }}
 
 ## Model
 
@@ -104,13 +111,18 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
         eval_results += _eval_results(
             "random 80/10/10 split", random["accuracy"], random["unweighted_recall"], random["macro_f1"]
         )
+    robustness = "Not measured for this checkpoint (`python -m train.robustness` measures any checkpoint)."
+    if actors and "robustness" in actors:
+        robustness = (
+            "Each fold's model on its own held-out actors, clean and under each condition made from the same clips "
+            "by `train.channels` with seeds, noise and impulse responses disjoint from training's "
+            "(`python -m train.robustness`); mean over folds. A clip the app refuses counts as wrong.\n\n"
+            + format_table(actors["robustness"])
+        )
     per_class = "n/a"
     if actors:
         per_class = ", ".join(f"{k} {v:.0%}" for k, v in actors["pooled"]["per_class_recall"].items())
-    augmentation = [
-        f"white Gaussian noise at {config.snr_db[0]:.0f}-{config.snr_db[1]:.0f} dB SNR "
-        f"on {config.noise_prob:.0%} of clips"
-    ]
+    augmentation = _channel_augmentation(config.channels)
     if config.time_shift:
         augmentation.append("random placement/crop in the window")
     if config.spec_augment:
@@ -141,6 +153,7 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
         results_table="\n".join(rows),
         results_notes="\n\n".join(notes),
         per_class=per_class,
+        robustness=robustness,
         n_mels=m.n_mels,
         cnn_desc=", ".join(f"{k}x{k} kernels" for k in m.cnn_kernel_sizes) + f"; channels {m.cnn_channels}",
         n_layers=m.n_layers,
@@ -169,6 +182,28 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
     )
     card.save(Path(folder) / "README.md")
     return card
+
+
+def _channel_augmentation(channels: ChannelConfig) -> list[str]:
+    """The channel augmentations a run used, in words, each with the share of clips it touched."""
+    parts = []
+    if channels.reverb_prob:
+        parts.append(f"room reverberation (RT60 {channels.rt60[0]}-{channels.rt60[1]} s) on {channels.reverb_prob:.0%}")
+    if channels.noise_prob:
+        kinds = ", ".join(channels.noise_types)
+        snr = f"{channels.snr_db[0]:.0f}-{channels.snr_db[1]:.0f} dB SNR"
+        parts.append(f"noise ({kinds}) at {snr} on {channels.noise_prob:.0%}")
+    if channels.telephone_prob:
+        parts.append(f"telephone band (300-3400 Hz, 8 kHz, mu-law) on {channels.telephone_prob:.0%}")
+    if channels.codec_prob:
+        parts.append(f"MP3 / Opus at 8-9 kbit/s on {channels.codec_prob:.0%}")
+    if channels.gain_prob:
+        parts.append(
+            f"gain {channels.gain_db[0]:.0f} to +{channels.gain_db[1]:.0f} dB with clipping on {channels.gain_prob:.0%}"
+        )
+    if parts:
+        parts[0] = "applied to the raw recording before trimming and levelling, as the app receives it: " + parts[0]
+    return parts
 
 
 def _eval_results(split: str, accuracy: float, unweighted_recall: float, macro_f1: float) -> list[EvalResult]:

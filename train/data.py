@@ -17,8 +17,13 @@ from tqdm import tqdm
 from ser_model.audio import SAMPLE_RATE, load_audio, prepare_speech
 from ser_model.model import EMOTIONS
 
+from . import channels
+
 # 03-01-05-02-01-02-12.wav: modality, vocal channel, emotion, intensity, statement, repetition, actor
-FILENAME = re.compile(r"^(\d\d)-(\d\d)-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d\d)\.(wav|flac)$", re.IGNORECASE)
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3")  # what ser_model.audio.load_audio decodes
+FILENAME = re.compile(
+    r"^(\d\d)-(\d\d)-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d\d)\.(wav|flac|ogg|opus|mp3)$", re.IGNORECASE
+)
 AUDIO_ONLY, SPEECH = "03", "01"
 
 
@@ -38,7 +43,8 @@ class Clip:
 
 
 def parse_ravdess(root: str | Path) -> list[Clip]:
-    """Every RAVDESS speech clip under ``root`` (official 48 kHz WAV or our 16 kHz FLAC), sorted by path.
+    """Every RAVDESS speech clip under ``root`` (official 48 kHz WAV, our 16 kHz FLAC, or OGG/Opus/MP3 copies
+    under the same names), sorted by path.
 
     Files whose names do not parse are skipped with a warning that counts them.
     """
@@ -46,7 +52,7 @@ def parse_ravdess(root: str | Path) -> list[Clip]:
     if not root.is_dir():
         raise FileNotFoundError(f"No dataset folder at {root}.")
     clips, skipped = [], 0
-    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in (".wav", ".flac")):
+    for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES):
         match = FILENAME.match(path.name)
         if not match or match[1] != AUDIO_ONLY or match[2] != SPEECH:
             skipped += 1
@@ -121,23 +127,37 @@ def random_split(clips: list[Clip], seed: int = 0, fractions=(0.8, 0.1, 0.1)) ->
     return sorted(train), sorted(val), sorted(test)
 
 
-def load_speech(clips: list[Clip], cache_dir: str | Path | None = None) -> list[np.ndarray]:
-    """Each clip decoded, resampled, trimmed and levelled by ``ser_model.audio``: the model's input.
+def load_recordings(
+    clips: list[Clip], cache_dir: str | Path | None = None, codec: str | None = None
+) -> list[np.ndarray]:
+    """Each clip decoded and resampled by ``ser_model.audio.load_audio``, untrimmed: the recording as the app
+    receives it. With ``codec`` ("mp3", "opus"), the same recording after that codec (``channels.codec``).
 
-    Decoding is the slowest part of an epoch, so the result is cached in ``cache_dir`` (an ``.npz``
-    keyed by the file list and the audio settings) and reused by every fold and run.
+    Decoding (and encoding) is the slowest part of a run, so the result is cached in ``cache_dir`` (an
+    ``.npz`` keyed by the file list, the codec and the audio settings) and reused by every fold and run.
     """
     cache_file = None
     if cache_dir is not None:
-        key = hashlib.sha1(("\n".join(c.path for c in clips) + f"|{SAMPLE_RATE}|v1").encode()).hexdigest()[:16]
-        cache_file = Path(cache_dir) / f"speech-{key}.npz"
+        key = hashlib.sha1(("\n".join(c.path for c in clips) + f"|{SAMPLE_RATE}|{codec}|v2").encode()).hexdigest()[:16]
+        cache_file = Path(cache_dir) / f"recordings-{key}.npz"
         if cache_file.is_file():
             with np.load(cache_file) as cached:
                 flat, offsets = cached["flat"], cached["offsets"]
             return [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-    speech = [prepare_speech(load_audio(c.path)) for c in tqdm(clips, desc="decoding", unit="clip", leave=False)]
+    if codec is None:
+        recordings = [load_audio(c.path) for c in tqdm(clips, desc="decoding", unit="clip", leave=False)]
+    else:
+        originals = load_recordings(clips, cache_dir)
+        recordings = [
+            channels.codec(r, codec) for r in tqdm(originals, desc=f"{codec} copies", unit="clip", leave=False)
+        ]
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        offsets = np.cumsum([0] + [len(s) for s in speech])
-        np.savez(cache_file, flat=np.concatenate(speech), offsets=offsets)
-    return speech
+        offsets = np.cumsum([0] + [len(r) for r in recordings])
+        np.savez(cache_file, flat=np.concatenate(recordings), offsets=offsets)
+    return recordings
+
+
+def load_speech(clips: list[Clip], cache_dir: str | Path | None = None) -> list[np.ndarray]:
+    """Each clip as the model hears it clean: its recording trimmed and levelled by ``prepare_speech``."""
+    return [prepare_speech(r) for r in load_recordings(clips, cache_dir)]

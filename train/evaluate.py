@@ -14,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ser_model import DEFAULT_CHECKPOINT, EmotionNet, ModelLoadError
+from ser_model import DEFAULT_CHECKPOINT, AudioError, EmotionNet, ModelLoadError, load_audio, prepare_speech
 from ser_model.inference import resolve_device
 
-from .data import load_speech, parse_ravdess
+from .data import parse_ravdess
 from .metrics import classification_metrics, plot_confusion
 from .train import predict_speech
 
@@ -25,21 +25,40 @@ from .train import predict_speech
 def evaluate_folder(
     data: str | Path, model_name: str | Path = DEFAULT_CHECKPOINT, device: str = "auto", revision: str | None = None
 ) -> dict:
-    """Metrics of ``model_name`` on every RAVDESS clip under ``data``: accuracy, UA, macro-F1, confusion."""
+    """Metrics of ``model_name`` on every RAVDESS clip under ``data``: accuracy, UA, macro-F1, confusion.
+
+    A clip that cannot be used (undecodable, silent, too short) is skipped and listed with its reason under
+    ``skipped``; the metrics are over the clips that were scored.
+    """
     clips = parse_ravdess(data)
     model = EmotionNet.from_pretrained(model_name, revision=revision).to(resolve_device(device))
     unknown = {c.emotion for c in clips} - set(model.config.labels)
     if unknown:
         raise ValueError(f"The model does not know the emotions {sorted(unknown)}.")
-    labels = np.array([model.config.labels.index(c.emotion) for c in clips])
-    probabilities = predict_speech(model, load_speech(clips), next(model.parameters()).device)
+    scored, speech, skipped = [], [], []
+    for clip in clips:
+        try:
+            speech.append(prepare_speech(load_audio(clip.path)))
+            scored.append(clip)
+        except AudioError as e:
+            skipped.append({"path": clip.path, "reason": str(e)})
+    if not scored:
+        raise ValueError(f"None of the {len(clips)} RAVDESS clips under {data} could be used.")
+    labels = np.array([model.config.labels.index(c.emotion) for c in scored])
+    probabilities = predict_speech(model, speech, next(model.parameters()).device)
     metrics = classification_metrics(labels, probabilities.argmax(1), model.config.labels)
-    return {"model": str(model_name), "data": str(data), "actors": sorted({c.actor for c in clips}), **metrics}
+    return {
+        "model": str(model_name),
+        "data": str(data),
+        "actors": sorted({c.actor for c in scored}),
+        **metrics,
+        "skipped": skipped,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m train.evaluate", description=__doc__)
-    parser.add_argument("--data", required=True, help="folder of RAVDESS clips (any subset, WAV or FLAC)")
+    parser.add_argument("--data", required=True, help="RAVDESS clips (any subset; WAV, FLAC, OGG/Opus, MP3)")
     parser.add_argument("--model", default=str(DEFAULT_CHECKPOINT), help="checkpoint folder or Hub repo id")
     parser.add_argument("--revision", help="Hub revision to pin")
     parser.add_argument("--json", help="write the metrics here")
@@ -58,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     for label, recall in metrics["per_class_recall"].items():
         print(f"  {label:>10s} recall {recall:.1%}")
+    if metrics["skipped"]:
+        print(f"skipped {len(metrics['skipped'])} clips that could not be used:")
+        for clip in metrics["skipped"]:
+            print(f"  {clip['path']}: {clip['reason']}")
     if args.json:
         Path(args.json).write_text(json.dumps(metrics, indent=2))
     if args.confusion_png:

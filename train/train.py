@@ -15,7 +15,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +25,15 @@ import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from ser_model.audio import prepare_speech
 from ser_model.inference import EmotionRecognizer, resolve_device
 from ser_model.model import EmotionNet, ModelConfig
 
-from .augment import add_white_noise, change_speed, mixup, place_in_window, spec_augment
-from .data import Clip, actor_folds, load_speech, parse_ravdess, random_split, validation_actors, write_table
+from .augment import ChannelAugment, ChannelConfig, change_speed, mixup, place_in_window, prepare_batch, spec_augment
+from .channels import CODECS
+from .data import Clip, actor_folds, load_recordings, parse_ravdess, random_split, validation_actors, write_table
 from .metrics import classification_metrics, plot_confusion, plot_curves
+from .robustness import score_conditions, summarize_conditions
 
 PROTOCOLS = ("actors", "random")
 
@@ -55,8 +58,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     patience: int = 15  # epochs without a better validation UA before stopping
     # augmentation, training data only
-    noise_prob: float = 0.67  # the notebook trained on 2 noisy copies per clean clip
-    snr_db: tuple[float, float] = (15.0, 30.0)
+    channels: ChannelConfig = field(default_factory=ChannelConfig)  # rooms, noise, phone lines, codecs, gain
     # The ablation (README, 30 epochs) measured speed perturbation at +3.8 points on unseen speakers and
     # time shift (-2.3), time shift + SpecAugment (-5.2) and mixup (-5.4) below white noise alone: the
     # defaults keep what helped.
@@ -70,7 +72,35 @@ class TrainConfig:
     device: str = "auto"
     cache_dir: str = ".cache"
     resume: bool = False
+    robustness: bool = True  # score each test fold under every channel condition of train.robustness
     push_to_hub: str | None = None
+
+
+@dataclass
+class Corpus:
+    """The clips of a run and their audio, decoded once: ``recordings`` as the app receives them (untrimmed,
+    for augmentation), ``speech`` as the model hears them clean (for validation and test), and each
+    recording's copy through every codec of ``channels.CODECS`` (empty when codec augmentation is off)."""
+
+    clips: list[Clip]
+    recordings: list[np.ndarray]
+    speech: list[np.ndarray]
+    codec_copies: list[list[np.ndarray]]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([c.label for c in self.clips])
+
+
+def load_corpus(clips: list[Clip], config: TrainConfig) -> Corpus:
+    recordings = load_recordings(clips, config.cache_dir)
+    codecs = list(CODECS) if config.channels.codec_prob > 0 else []
+    return Corpus(
+        clips=clips,
+        recordings=recordings,
+        speech=[prepare_speech(r) for r in recordings],
+        codec_copies=[load_recordings(clips, config.cache_dir, codec) for codec in codecs],
+    )
 
 
 # -----------------------------------------------------------------------------
@@ -107,19 +137,25 @@ def train_one_epoch(
     model: EmotionNet,
     classifier: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
-    speech: list[list[np.ndarray]],
+    variants: list[list[np.ndarray]],
+    codec_copies: list[list[np.ndarray]],
     labels: np.ndarray,
-    epoch: int,
+    augment: ChannelAugment,
     config: TrainConfig,
     device: torch.device,
+    *,
+    epoch: int,
 ) -> float:
     """One pass over the training clips in a seeded order; returns the mean training loss.
 
-    ``speech[v][i]`` is clip ``i`` at speed variant ``v``; each example draws one variant.
+    ``variants[v][i]`` is recording ``i`` at speed variant ``v`` and ``codec_copies[c][i]`` its copy through
+    codec ``c``; each example draws one of them. The recording is degraded by ``augment`` and then trimmed and
+    levelled by ``prepare_speech``, exactly as the app treats a recording that arrives degraded.
     """
     rank, world = _rank_and_world()
     rng = np.random.default_rng([config.seed, epoch])  # seeded per epoch so --resume replays exactly
-    torch.manual_seed(config.seed * 10_000 + epoch * 100 + rank)
+    generator = torch.Generator().manual_seed(config.seed * 10_000 + epoch * 100 + rank)
+    torch.manual_seed(config.seed * 10_000 + epoch * 100 + rank)  # dropout, SpecAugment, mixup
     order = rng.permutation(len(labels))
     steps = len(order) // config.batch_size  # drop the ragged last batch: BatchNorm needs several clips
     model.train()
@@ -129,14 +165,18 @@ def train_one_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = order[step * config.batch_size : (step + 1) * config.batch_size][rank::world]
-        variants = rng.integers(0, len(speech), len(batch))
-        clips = [speech[v][i] for v, i in zip(variants, batch)]
-        waveform = place_in_window(clips, model.config.n_samples, rng if config.time_shift else None)
-        targets = torch.from_numpy(labels[batch])
-        noisy = torch.rand(len(batch)) < config.noise_prob
-        snr_db = torch.empty(len(batch)).uniform_(*config.snr_db)
-        waveform = torch.where(noisy.unsqueeze(1), add_white_noise(waveform, snr_db), waveform)
-        waveform, targets = waveform.to(device), targets.to(device)
+        sources = variants + codec_copies
+        # A codec row takes the unsped recording's codec copy; every other row one of the speed variants.
+        codec_row = rng.random(len(batch)) < (config.channels.codec_prob if codec_copies else 0.0)
+        source = np.where(
+            codec_row,
+            len(variants) + rng.integers(0, max(len(codec_copies), 1), len(batch)),
+            rng.integers(0, len(variants), len(batch)),
+        )
+        recordings = [sources[v][i] for v, i in zip(source, batch)]
+        speech = prepare_batch(augment(recordings, generator), recordings)
+        waveform = place_in_window(speech, model.config.n_samples, rng if config.time_shift else None)
+        waveform, targets = waveform.to(device), torch.from_numpy(labels[batch]).to(device)
 
         log_mel = model.frontend(waveform)
         if config.spec_augment:
@@ -173,14 +213,11 @@ def evaluate(model: EmotionNet, speech: list[np.ndarray], labels: np.ndarray, de
 
 
 def fit(
-    config: TrainConfig,
-    train_speech: list[np.ndarray],
-    train_labels: np.ndarray,
-    val_speech: list[np.ndarray],
-    val_labels: np.ndarray,
-    run_dir: Path,
+    config: TrainConfig, corpus: Corpus, fit_idx: list[int], val_idx: list[int], run_dir: Path
 ) -> tuple[EmotionNet, list[dict]]:
-    """Train with early stopping on validation UA; returns the best model and the per-epoch history."""
+    """Train on ``corpus`` clips ``fit_idx`` with early stopping on the UA of clean clips ``val_idx``.
+
+    Returns the best model and the per-epoch history."""
     rank, world = _rank_and_world()
     device = _device(config)
     torch.manual_seed(config.seed)
@@ -196,7 +233,12 @@ def fit(
         start_epoch, history = checkpoint["epoch"], json.loads(checkpoint["history"])
         best_state, best_ua, stale = checkpoint["best_model"], checkpoint["best_ua"], checkpoint["stale"]
         _log(f"resuming {run_dir.name} after epoch {start_epoch}")
-    train_variants = [change_speed(train_speech, factor) for factor in config.speed_factors]
+    train_recordings = [corpus.recordings[i] for i in fit_idx]
+    train_variants = [change_speed(train_recordings, factor) for factor in config.speed_factors]
+    train_codec_copies = [[copies[i] for i in fit_idx] for copies in corpus.codec_copies]
+    train_labels, val_labels = corpus.labels[fit_idx], corpus.labels[val_idx]
+    val_speech = [corpus.speech[i] for i in val_idx]
+    augment = ChannelAugment(config.channels, seed=config.seed)
     classifier = LogMelClassifier(model)
     if world > 1:
         classifier = DistributedDataParallel(classifier)
@@ -205,7 +247,18 @@ def fit(
         if stale >= config.patience:
             break
         started = time.perf_counter()
-        train_loss = train_one_epoch(model, classifier, optimizer, train_variants, train_labels, epoch, config, device)
+        train_loss = train_one_epoch(
+            model,
+            classifier,
+            optimizer,
+            train_variants,
+            train_codec_copies,
+            train_labels,
+            augment,
+            config,
+            device,
+            epoch=epoch,
+        )
         if world > 1:  # BatchNorm statistics are per process; rank 0's make every rank judge the same model
             for buffer in model.buffers():
                 dist.broadcast(buffer, src=0)
@@ -252,12 +305,10 @@ def fit(
 # protocols
 
 
-def _fit_split(config, speech, labels, fit_idx, val_idx, run_dir: Path) -> tuple[EmotionNet, dict]:
-    """fit() on two index lists of the same clips; returns the model and what the reports need."""
+def _fit_split(config, corpus: Corpus, fit_idx, val_idx, run_dir: Path) -> tuple[EmotionNet, dict]:
+    """fit() and what the reports need of it."""
     started = time.perf_counter()
-    model, history = fit(
-        config, [speech[i] for i in fit_idx], labels[fit_idx], [speech[i] for i in val_idx], labels[val_idx], run_dir
-    )
+    model, history = fit(config, corpus, fit_idx, val_idx, run_dir)
     return model, {
         "n_train": len(fit_idx),
         "n_val": len(val_idx),
@@ -268,9 +319,9 @@ def _fit_split(config, speech, labels, fit_idx, val_idx, run_dir: Path) -> tuple
     }
 
 
-def run_actors_protocol(config: TrainConfig, clips: list[Clip], speech: list[np.ndarray], out: Path) -> dict:
+def run_actors_protocol(config: TrainConfig, corpus: Corpus, out: Path) -> dict:
     """Speaker-independent k-fold: every clip is tested once, by a model that never heard its speaker."""
-    labels = np.array([c.label for c in clips])
+    clips, labels = corpus.clips, corpus.labels
     folds = actor_folds(clips, config.n_folds)
     fold_results, probabilities = [], np.zeros((len(clips), len(config.model.labels)))
     for k, test_actors in enumerate(folds):
@@ -284,7 +335,7 @@ def run_actors_protocol(config: TrainConfig, clips: list[Clip], speech: list[np.
         if not fit_idx:
             raise ValueError(f"Fold {k + 1} leaves no actors to train on; use more actors or fewer folds.")
         run_dir = out / "runs" / f"actors-fold{k + 1}"
-        result = _run_or_load(config, speech, labels, fit_idx, val_idx, test_idx, run_dir)
+        result = _run_or_load(config, corpus, fit_idx, val_idx, test_idx, run_dir)
         result |= {"test_actors": test_actors, "val_actors": val_actors}
         _write_json(run_dir / "result.json", result)
         probabilities[test_idx] = np.asarray(result.pop("probabilities"))
@@ -306,6 +357,8 @@ def run_actors_protocol(config: TrainConfig, clips: list[Clip], speech: list[np.
             "min": min(values),
             "max": max(values),
         }
+    if all("robustness" in f for f in fold_results):
+        summary["robustness"] = summarize_conditions([f["robustness"] for f in fold_results])
     _write_predictions(out / "predictions_actors.csv", clips, probabilities, folds, config.model.labels)
     plot_confusion(
         pooled["confusion"],
@@ -316,11 +369,12 @@ def run_actors_protocol(config: TrainConfig, clips: list[Clip], speech: list[np.
     return summary
 
 
-def run_random_protocol(config: TrainConfig, clips: list[Clip], speech: list[np.ndarray], out: Path) -> dict:
+def run_random_protocol(config: TrainConfig, corpus: Corpus, out: Path) -> dict:
     """The notebook's 80/10/10 clip split (speakers shared), tested on clean clips only."""
-    labels = np.array([c.label for c in clips])
-    fit_idx, val_idx, test_idx = random_split(clips, config.seed)
-    result = _run_or_load(config, speech, labels, fit_idx, val_idx, test_idx, out / "runs" / "random")
+    fit_idx, val_idx, test_idx = random_split(corpus.clips, config.seed)
+    result = _run_or_load(
+        replace(config, robustness=False), corpus, fit_idx, val_idx, test_idx, out / "runs" / "random"
+    )
     result.pop("probabilities")
     plot_confusion(
         result["confusion"],
@@ -331,27 +385,33 @@ def run_random_protocol(config: TrainConfig, clips: list[Clip], speech: list[np.
     return {"protocol": "random", **result}
 
 
-def _run_or_load(config, speech, labels, fit_idx, val_idx, test_idx, run_dir: Path) -> dict:
+def _run_or_load(config, corpus: Corpus, fit_idx, val_idx, test_idx, run_dir: Path) -> dict:
+    """Fit, test on ``test_idx`` (clean, and under every channel condition), keep the model; or reuse a finished run."""
     done = run_dir / "result.json"
     if config.resume and done.is_file():
         _log(f"{run_dir.name} already finished; reusing its result")
         return json.loads(done.read_text())
-    model, summary = _fit_split(config, speech, labels, fit_idx, val_idx, run_dir)
+    model, summary = _fit_split(config, corpus, fit_idx, val_idx, run_dir)
     summary.pop("history")
-    result = evaluate(model, [speech[i] for i in test_idx], labels[test_idx], _device(config)) | summary
+    device = _device(config)
+    result = evaluate(model, [corpus.speech[i] for i in test_idx], corpus.labels[test_idx], device) | summary
     result["probabilities"] = result["probabilities"].tolist()
+    if config.robustness:
+        test_clips = [corpus.clips[i] for i in test_idx]
+        result["robustness"] = score_conditions(model, test_clips, [corpus.recordings[i] for i in test_idx], device)
     if _rank_and_world()[0] == 0:
+        model.save_pretrained(run_dir / "model")  # for rescoring later, e.g. by python -m train.robustness
         _write_json(done, result)
     return result
 
 
-def train_final(config: TrainConfig, clips: list[Clip], speech: list[np.ndarray], out: Path) -> tuple[EmotionNet, dict]:
+def train_final(config: TrainConfig, corpus: Corpus, out: Path) -> tuple[EmotionNet, dict]:
     """The shipped model: every actor, with one man and one woman held out for early stopping."""
-    labels = np.array([c.label for c in clips])
+    clips = corpus.clips
     val_actors = validation_actors(sorted({c.actor for c in clips}))
     fit_idx = [i for i, c in enumerate(clips) if c.actor not in val_actors]
     val_idx = [i for i, c in enumerate(clips) if c.actor in val_actors]
-    model, info = _fit_split(config, speech, labels, fit_idx, val_idx, out / "runs" / "final")
+    model, info = _fit_split(config, corpus, fit_idx, val_idx, out / "runs" / "final")
     history = info.pop("history")
     epoch_seconds = sum(h["seconds"] for h in history)
     info |= {
@@ -377,7 +437,7 @@ def main(config: TrainConfig) -> dict:
     if config.actors:
         clips = [c for c in clips if c.actor in set(config.actors)]
     _log(f"{len(clips)} clips from {len({c.actor for c in clips})} actors under {config.data}")
-    speech = load_speech(clips, config.cache_dir)
+    corpus = load_corpus(clips, config)
     if rank == 0:
         write_table(clips, out / "clips.csv")
         _write_json(out / "train_config.json", asdict(config))
@@ -392,9 +452,9 @@ def main(config: TrainConfig) -> dict:
     }
     for protocol in config.protocols:
         run = run_actors_protocol if protocol == "actors" else run_random_protocol
-        results[protocol] = run(config, clips, speech, out)
+        results[protocol] = run(config, corpus, out)
     if config.final:
-        model, results["final"] = train_final(config, clips, speech, out)
+        model, results["final"] = train_final(config, corpus, out)
         if rank == 0:
             from .card import write_card
 

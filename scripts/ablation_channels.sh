@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Channel-robustness ablation on unseen speakers: folds 1-2 of the actors protocol (8 test actors, 480 clips),
+# 60 epochs each, seed 0. Every fold's model is scored clean and under each train.robustness condition.
+# Results: runs/ablation-channels/<variant>/metrics.json; table: python scripts/ablation_summary.py --channels.
+set -euo pipefail
+DATA=${1:-../shared/data/ravdess}
+COMMON=(--data "$DATA" --protocol actors --no-final --only-folds 1 2 --epochs 60 --resume)
+run() { name=$1; shift; python -m train "${COMMON[@]}" --out "runs/ablation-channels/$name" "$@"; }
+run channels                    # every channel of ChannelConfig's defaults, before trimming
+run channels-floor60 --model dynamic_range_db=60
+run channels-mild    --reverb-prob 0.2 --noise-prob 0.5 --snr 5 30 --gain-prob 0.2
+run white-only       --noise-types white --snr 15 30 --reverb-prob 0 --telephone-prob 0 --codec-prob 0 --gain-prob 0

@@ -1,0 +1,130 @@
+"""train.channels and ChannelAugment: each degradation does what it claims, keeps the length, and reaches the
+model through training exactly as the same degraded recording reaches it through predict."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ser_model.audio import SAMPLE_RATE, prepare_speech
+from train import channels
+from train.augment import ChannelAugment, ChannelConfig, place_in_window, prepare_batch
+
+from .conftest import speech_like
+
+
+def recording(seconds: float = 2.0, seed: int = 0, silence: float = 0.5) -> np.ndarray:
+    """A voice with quiet room noise before and after it, as a recording starts and ends."""
+    rng = np.random.default_rng(seed)
+    pad = np.zeros(int(silence * SAMPLE_RATE), np.float32)
+    voice = np.concatenate([pad, speech_like(seconds, seed=seed), pad])
+    return voice + 1e-4 * rng.standard_normal(len(voice)).astype(np.float32)
+
+
+def batch(*recordings: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(r) for r in recordings])
+    return torch.nn.utils.rnn.pad_sequence([torch.from_numpy(r) for r in recordings], batch_first=True), lengths
+
+
+@pytest.mark.parametrize("colour", ["white", "pink", "brown"])
+def test_noise_has_the_snr_it_claims_relative_to_the_voice(colour):
+    x, lengths = batch(recording(seed=0), recording(1.5, seed=1))
+    snr_db = torch.tensor([0.0, 20.0])
+    noise = channels.coloured_noise(tuple(x.shape), colour, torch.Generator().manual_seed(0))
+    noisy = channels.add_noise(x, lengths, noise, snr_db)
+    assert noisy.shape == x.shape
+    added = noisy - x
+    assert torch.all(added[1, lengths[1] :] == 0)  # nothing lands on the padding of the shorter row
+    voice = channels.speech_power(x, lengths)
+    for i in range(2):
+        measured = 10 * torch.log10(voice[i] / added[i, : lengths[i]].pow(2).mean())
+        assert measured.item() == pytest.approx(snr_db[i].item(), abs=0.1)
+
+
+def test_noise_colours_have_their_spectral_slopes():
+    noise = channels.coloured_noise((4, 4 * SAMPLE_RATE), "pink", torch.Generator().manual_seed(0))
+    power = torch.fft.rfft(noise).abs().pow(2).mean(0)
+    frequencies = torch.fft.rfftfreq(noise.shape[1], 1 / SAMPLE_RATE)
+    band = lambda lo, hi: power[(frequencies >= lo) & (frequencies < hi)].mean()  # noqa: E731
+    # Pink noise: equal power per octave, so the power density falls 3 dB per octave (10 dB per decade).
+    assert 10 * torch.log10(band(100, 200) / band(1000, 2000)).item() == pytest.approx(10.0, abs=1.0)
+
+
+def test_babble_is_several_talkers_at_unit_power():
+    talkers = torch.stack([torch.from_numpy(speech_like(2.0, seed=s)) for s in range(4)])
+    mix = channels.babble(talkers)
+    assert mix.shape == (talkers.shape[1],) and mix.pow(2).mean().item() == pytest.approx(1.0, rel=1e-4)
+
+
+@pytest.mark.parametrize("rt60", [0.3, 0.6, 1.0])
+def test_impulse_response_decays_60_db_in_its_rt60(rt60):
+    response = channels.impulse_response(rt60, drr_db=0.0, generator=torch.Generator().manual_seed(0))
+    tail = response.clone()
+    tail[0] = 0.0
+    assert 10 * torch.log10(1.0 / tail.pow(2).sum()).item() == pytest.approx(0.0, abs=0.01)  # the DRR it claims
+    # Schroeder backward integration; the -5 to -25 dB slope, extrapolated to 60 dB (ISO 3382's T20).
+    decay = 10 * torch.log10(tail.pow(2).flip(0).cumsum(0).flip(0) / tail.pow(2).sum())
+    t5, t25 = [int(torch.nonzero(decay < level)[0]) / SAMPLE_RATE for level in (-5.0, -25.0)]
+    assert 3 * (t25 - t5) == pytest.approx(rt60, rel=0.1)
+
+
+def test_reverberation_keeps_the_length():
+    x, _ = batch(recording())
+    response = channels.impulse_response(0.6, 0.0, torch.Generator().manual_seed(0))
+    assert channels.reverberate(x, response[None]).shape == x.shape
+
+
+def test_telephone_keeps_the_voice_band_only():
+    x, _ = batch(channels.coloured_noise((1, 2 * SAMPLE_RATE), "white", torch.Generator().manual_seed(0))[0].numpy())
+    phone = channels.telephone(0.1 * x)
+    assert phone.shape == x.shape
+    power = torch.fft.rfft(phone[0]).abs().pow(2)
+    frequencies = torch.fft.rfftfreq(phone.shape[1], 1 / SAMPLE_RATE)
+    in_band = power[(frequencies > 400) & (frequencies < 3300)].mean()
+    above = power[frequencies > 4200].mean()  # what an 8-kHz line cannot carry
+    below = power[frequencies < 200].mean()
+    assert 10 * torch.log10(in_band / above) > 30 and 10 * torch.log10(in_band / below) > 20
+
+
+@pytest.mark.parametrize("codec", list(channels.CODECS))
+def test_codecs_keep_length_and_alignment(codec):
+    voice = recording()
+    decoded = channels.codec(voice, codec)
+    assert decoded.shape == voice.shape and decoded.dtype == np.float32
+    assert np.corrcoef(decoded, voice)[0, 1] > 0.8  # aligned: the encoder's delay is taken off
+
+
+def test_gain_clips_at_full_scale():
+    x, _ = batch(recording())
+    louder = channels.gain_and_clip(x, torch.tensor([30.0]))
+    assert louder.abs().max() == 1.0 and (louder.abs() == 1.0).float().mean() > 0.01
+
+
+def test_channel_augment_keeps_each_recordings_length_and_order():
+    augment = ChannelAugment(ChannelConfig(reverb_prob=1, noise_prob=1, telephone_prob=0.5, gain_prob=1), seed=0)
+    recordings = [recording(1.0 + 0.3 * s, seed=s) for s in range(6)]
+    degraded = augment(recordings, torch.Generator().manual_seed(0))
+    assert [len(d) for d in degraded] == [len(r) for r in recordings]  # labels are indexed by this same order
+    assert all(not np.allclose(d, r) for d, r in zip(degraded, recordings))
+    again = augment(recordings, torch.Generator().manual_seed(0))
+    assert all(np.array_equal(a, b) for a, b in zip(degraded, again))  # seeded: --resume replays it
+
+
+def test_a_degraded_recording_reaches_the_model_as_predict_gives_it(random_recognizer):
+    """Training degrades the recording first, then trims and levels it: the app's order, so the same samples."""
+    augment = ChannelAugment(ChannelConfig(reverb_prob=1, noise_prob=1, noise_types=["pink"], gain_prob=1), seed=0)
+    degraded = augment([recording(seconds=1.8)], torch.Generator().manual_seed(3))
+    model = random_recognizer.model
+    waveform = place_in_window(prepare_batch(degraded, degraded), model.config.n_samples, rng=None)
+    with torch.inference_mode():
+        training_input = model.frontend(waveform)[0].numpy()
+    prediction = random_recognizer.predict((SAMPLE_RATE, degraded[0]))
+    np.testing.assert_array_equal(training_input, prediction.log_mel)
+
+
+def test_prepare_batch_falls_back_to_clean_for_a_drowned_voice():
+    voice = recording()
+    drowned = np.random.default_rng(0).standard_normal(len(voice)).astype(np.float32)  # steady noise only
+    speech = prepare_batch([drowned], [voice])
+    np.testing.assert_array_equal(speech[0], prepare_speech(voice))
