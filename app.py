@@ -18,12 +18,13 @@ from pathlib import Path
 
 import gradio as gr
 import numpy as np
+import torch
 from huggingface_hub import HfApi, ModelCard, constants, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from ser_model import DEFAULT_CHECKPOINT, AudioError, EmotionRecognizer, ModelLoadError, Prediction
 from ser_model.audio import SAMPLE_RATE
-from ser_model.visualize import plot_timeline, render_attention_maps, render_spectrogram, to_png
+from ser_model.visualize import plot_timeline, render_attention_maps, render_spectrogram, to_jpeg
 
 try:  # On a ZeroGPU Space the GPU is attached only inside functions wrapped by spaces.GPU.
     import spaces
@@ -48,7 +49,10 @@ EMOJI = {
     "disgust": "🤢",
     "surprised": "😲",
 }
-CONCURRENCY = int(os.environ.get("SER_CONCURRENCY", 2))  # 2 CPU cores on a free Space: one request per core
+# Requests handled at once. On a free Space's 2 cores, one at a time with both cores each served a class of 20
+# fastest (scripts/loadtest.py: p95 2.3 s against 2.8 s for two at once): the server's own work needs a core too.
+CONCURRENCY = int(os.environ.get("SER_CONCURRENCY", 1))
+torch.set_num_threads(max(1, (os.cpu_count() or 1) // CONCURRENCY))  # each request its share of the cores
 DEFAULT_MODEL_REPO = "ser-parallel/ser-parallel-ravdess"  # the published weights
 # Without an answer from the Hub in this time, a Space or classroom laptop starts on the shipped weights instead.
 HUB_TIMEOUT_SECONDS = float(os.environ.get("SER_HUB_TIMEOUT", 10))
@@ -138,7 +142,7 @@ def example_clips(folder: str | Path | None, per_emotion: int = 1) -> list[list[
     clips = []
     for code in range(1, 9):
         intensity = "01" if code == 1 else "02"  # neutral has no strong take
-        found = sorted(p for p in Path(folder).rglob(f"03-01-{code:02d}-{intensity}-*") if p.suffix != ".md")
+        found = sorted(Path(folder).rglob(f"03-01-{code:02d}-{intensity}-*"))
         clips += [[str(p)] for p in found[:: max(len(found) // per_emotion, 1)][:per_emotion]]
     return clips
 
@@ -154,7 +158,9 @@ args = parse_args()
 recognizer, model_source, card_source, hub_fallback = load_recognizer(args.model_repo, args.revision)
 # Warm-up: the first prediction and figure pay for lazy initialisation (and the pitch tracker's JIT compile).
 _syllables = np.sin(np.linspace(0, 2000, 2 * SAMPLE_RATE)) * (np.sin(np.linspace(0, 8 * np.pi, 2 * SAMPLE_RATE)) > 0)
-render_spectrogram(recognizer.predict((SAMPLE_RATE, _syllables.astype(np.float32))))
+_warm_up = recognizer.predict((SAMPLE_RATE, _syllables.astype(np.float32)))
+render_spectrogram(_warm_up)
+render_attention_maps(_warm_up)
 logger.info("Model from %s on %s", model_source, recognizer.device)
 MODEL_SUMMARY = model_summary(card_source)
 EXAMPLES = example_clips(EXAMPLES_DIR) + example_clips(args.examples)
@@ -196,24 +202,26 @@ def analyze(audio_path: str | None):
 
 def figure_html(image: np.ndarray, alt: str) -> str:
     """A figure inline in the page: it arrives with the answer, with no second request for a file."""
-    data = base64.b64encode(to_png(image)).decode("ascii")
-    return f'<img class="figure" src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+    data = base64.b64encode(to_jpeg(image)).decode("ascii")
+    return f'<img class="figure" src="data:image/jpeg;base64,{data}" alt="{html.escape(alt)}">'
 
 
 HOW_IT_WORKS = """
 **1. Listen.** Your recording is converted to 16 kHz mono, the silence before and after your voice is cut,
 and its level is evened out, so a whisper and a shout are heard alike.
 
-**2. Look.** The audio becomes a *log-mel spectrogram*: time left to right, pitch bottom to top, loudness as
-colour. It is a picture of your voice.
+**2. Look.** The audio becomes a *log-mel spectrogram*: time left to right, frequency bottom to top, loudness
+as colour. It is a picture of your voice. The light-blue line on it is your *pitch* (the fundamental frequency,
+how high your voice is) and the red curve under it your *loudness*: surprise often rises in pitch, sadness
+goes flat and quiet. The model sees only the spectrogram; the two lines are there to help you read it.
 
 **3. Decide.** Three networks read it side by side. Two *convolutional* networks scan it like an image for
 patterns of pitch and energy; a *Transformer* reads it as a sequence and, through *attention*, lets every
 moment look at every other. Their findings are combined into a probability for each of 8 emotions.
 
 **The attention maps** show, for each layer and head of the Transformer, how much each moment (row) looked at
-each other moment (column). The curve under the spectrogram rolls all of them up into one line: the moments
-that shaped the answer most. Clips longer than 3 s are judged in 3-s windows, shown as a timeline.
+each other moment (column). The bottom curve under the spectrogram rolls all of them up into one line: the
+moments that shaped the answer most. Clips longer than 3 s are judged in 3-s windows, shown as a timeline.
 """
 
 ABOUT = f"""

@@ -4,7 +4,7 @@
 
 Targets (README): <= 15 ms per 3-s clip (batch 1, frontend included); <= 8 ms for the full path (decode a
 file, prepare, model); a 60-s recording in <= 10x one clip; <= 60 ms server-side from audio in to every
-figure out for a 3-s clip (what /analyze computes: prediction, pitch and loudness, both figures as PNG).
+figure out for a 3-s clip (what /analyze computes: prediction, pitch and loudness, both figures as JPEG).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ser_model import DEFAULT_CHECKPOINT, EmotionRecognizer  # noqa: E402
 from ser_model.audio import SAMPLE_RATE  # noqa: E402
 from ser_model.prosody import measure_prosody  # noqa: E402
-from ser_model.visualize import plot_timeline, render_attention_maps, render_spectrogram, to_png  # noqa: E402
+from ser_model.visualize import plot_timeline, render_attention_maps, render_spectrogram, to_jpeg  # noqa: E402
 
 
 def speech_like(seconds: float, seed: int = 0) -> np.ndarray:
@@ -57,8 +57,8 @@ def render(fig) -> None:
 
 def figures(prediction) -> None:
     """What app.analyze draws for a clip: both figures, encoded as the page receives them."""
-    to_png(render_spectrogram(prediction))
-    to_png(render_attention_maps(prediction))
+    to_jpeg(render_spectrogram(prediction))
+    to_jpeg(render_attention_maps(prediction))
 
 
 def main() -> None:
@@ -95,10 +95,10 @@ def main() -> None:
     prediction = recognizer.predict(clip)
     speech = prediction.speech[: model.config.n_samples]
     print(f"  pitch and loudness (YIN + frame RMS): {median_ms(lambda: measure_prosody(speech), 20, 3):.1f} ms")
-    spectrogram_ms = median_ms(lambda: to_png(render_spectrogram(prediction)), 20, 3)
-    print(f"  spectrogram figure with pitch, loudness and attention, as PNG: {spectrogram_ms:.1f} ms")
-    attention_ms = median_ms(lambda: to_png(render_attention_maps(prediction)), 20, 3)
-    print(f"  attention maps figure, as PNG: {attention_ms:.1f} ms")
+    spectrogram_ms = median_ms(lambda: to_jpeg(render_spectrogram(prediction)), 20, 3)
+    print(f"  spectrogram figure with pitch, loudness and attention, as JPEG: {spectrogram_ms:.1f} ms")
+    attention_ms = median_ms(lambda: to_jpeg(render_attention_maps(prediction)), 20, 3)
+    print(f"  attention maps figure, as JPEG: {attention_ms:.1f} ms")
     app_ms = median_ms(lambda: figures(recognizer.predict(clip)), 20, 3)
     print(f"app server time, 3-s clip, audio in to every figure out: {app_ms:.1f} ms (target <= 60 ms)")
 
