@@ -14,6 +14,7 @@ import base64
 import html
 import logging
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import gradio as gr
@@ -182,22 +183,39 @@ def predict(audio_path: str | None) -> dict[str, float]:
 
 
 def analyze(audio_path: str | None):
-    """UI: the verdict, probabilities, spectrogram with pitch, loudness and attention, attention maps, timeline."""
+    """UI: the verdict, probabilities, spectrogram with pitch, loudness and attention, attention maps, and the
+    emotion of each utterance when there are several."""
     prediction = recognize(audio_path)
-    confidence = prediction.probabilities[prediction.label]
-    verdict = (
-        f"<div class='verdict'>{EMOJI.get(prediction.label, '')} {prediction.label}"
-        f"<span>{confidence:.0%} confident</span></div>"
-    )
-    long_audio = len(prediction.window_starts) > 1
+    several = len(prediction.utterances) > 1
     spectrogram_alt = f"Log-mel spectrogram with pitch, loudness and attention over time; verdict {prediction.label}"
     return (
-        verdict,
+        verdict_html(prediction),
         prediction.probabilities,
         figure_html(render_spectrogram(prediction), spectrogram_alt),
         figure_html(render_attention_maps(prediction), "Attention maps of every layer and head"),
-        gr.Plot(plot_timeline(prediction) if long_audio else None, visible=long_audio),
+        gr.Plot(plot_timeline(prediction) if several else None, visible=several),
     )
+
+
+def utterances(audio_path: str | None) -> list[dict]:
+    """API: each utterance (voice between pauses) with its time span in seconds, emotion and probabilities."""
+    return [asdict(utterance) for utterance in recognize(audio_path).utterances]
+
+
+def verdict_html(prediction: Prediction) -> str:
+    """The headline: one utterance's emotion and confidence, or the emotion of each utterance in turn."""
+    if len(prediction.utterances) == 1:
+        confidence = prediction.probabilities[prediction.label]
+        return (
+            f"<div class='verdict'>{EMOJI.get(prediction.label, '')} {prediction.label}"
+            f"<span>{confidence:.0%} confident</span></div>"
+        )
+    items = "".join(
+        f"<li>{EMOJI.get(u.label, '')} {u.label} <small>{u.start:.1f}-{u.end:.1f} s, "
+        f"{u.probabilities[u.label]:.0%}</small></li>"
+        for u in prediction.utterances
+    )
+    return f"<div class='verdict'><span>{len(prediction.utterances)} utterances</span><ol>{items}</ol></div>"
 
 
 def figure_html(image: np.ndarray, alt: str) -> str:
@@ -244,6 +262,8 @@ these 8 emotions and always picks one. **Do not use it to make decisions about p
 CSS = """
 .verdict {font-size: 2.4rem; font-weight: 700; text-align: center; padding: 0.4rem 0;}
 .verdict span {display: block; font-size: 1rem; font-weight: 400; opacity: 0.75;}
+.verdict ol {font-size: 1.3rem; text-align: left; margin: 0.3rem auto; width: fit-content;}
+.verdict ol small {font-weight: 400; opacity: 0.75;}
 .figure {display: block; width: 100%; height: auto; max-width: 800px; margin: 0 auto;}
 .figure-placeholder {text-align: center; opacity: 0.6; padding: 2rem 0;}
 .hub-note {font-size: 0.9rem; opacity: 0.85;}
@@ -296,9 +316,11 @@ with gr.Blocks(title="Speech emotion recognition") as demo:
                 example_labels=[example_label(row[0]) for row in EXAMPLES],
                 examples_per_page=16,
             )
-    # The API endpoint: label and probabilities only, no figures, so clients get a fast answer.
+    # API endpoints without figures, so clients get a fast answer: the probabilities, and each utterance's.
     api_label = gr.Label(visible=False)
     gr.Button(visible=False).click(predict, inputs=audio, outputs=api_label, api_name="predict")
+    api_json = gr.JSON(visible=False)
+    gr.Button(visible=False).click(utterances, inputs=audio, outputs=api_json, api_name="utterances")
 
 demo.queue(default_concurrency_limit=CONCURRENCY, max_size=64)
 

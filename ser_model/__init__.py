@@ -1,7 +1,7 @@
 """Speech emotion recognition with a parallel CNN + Transformer network over log-mel spectrograms."""
 
 from .audio import AudioError, load_audio, prepare_speech
-from .inference import DEFAULT_CHECKPOINT, EmotionRecognizer, Prediction, resolve_device
+from .inference import DEFAULT_CHECKPOINT, EmotionRecognizer, Prediction, Utterance, resolve_device
 from .model import EMOTIONS, EmotionNet, ModelConfig, ModelLoadError, ModelOutput
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "ModelLoadError",
     "ModelOutput",
     "Prediction",
+    "Utterance",
     "load_audio",
     "prepare_speech",
     "resolve_device",

@@ -37,6 +37,7 @@ SPEECH_RANGE_DB = 0.5  # frames louder than noise floor + this share of (peak - 
 # about where the voice starts, and a quiet recording's silences round to digital zeros in 16-bit files.
 MAX_FLOOR_DEPTH_DB = 50.0
 TRIM_MARGIN_SECONDS = 0.1  # kept either side of the voiced region so onsets are not clipped
+MIN_PAUSE_SECONDS = 0.7  # a silence this long ends an utterance (it splits 6 of the 1,200 RAVDESS sentences)
 TARGET_DBFS = -20.0  # the RMS level voiced audio is scaled to, so the input level does not matter
 
 SUPPORTED_FORMATS = "WAV, FLAC, OGG/Vorbis, MP3, AIFF"
@@ -106,6 +107,42 @@ def prepare_speech(samples: np.ndarray) -> np.ndarray:
         If the audio is digital silence, a steady sound with no voice above it, or holds less than
         :data:`MIN_SPEECH_SECONDS` of voice. How loud the voice is does not matter.
     """
+    frame_db, voiced = voice_activity(samples)
+    first, last = np.flatnonzero(voiced)[[0, -1]]
+    if (last - first + 1) * HOP_LENGTH / SAMPLE_RATE < MIN_SPEECH_SECONDS:
+        raise AudioError(_too_short_message((last - first + 1) * HOP_LENGTH / SAMPLE_RATE))
+    return _cut_and_level(samples, frame_db, voiced, first, last)
+
+
+def split_utterances(samples: np.ndarray) -> list[tuple[float, float, np.ndarray]]:
+    """The utterances of a recording: voice separated by pauses of at least :data:`MIN_PAUSE_SECONDS`.
+
+    Returns ``(start_seconds, end_seconds, speech)`` for each, in order, the speech cut and levelled as
+    :func:`prepare_speech` does a whole recording. Stretches of voice shorter than :data:`MIN_SPEECH_SECONDS`
+    (a cough, a click) are left out. Raises :class:`AudioError` as :func:`prepare_speech` does.
+    """
+    frame_db, voiced = voice_activity(samples)
+    frames = np.flatnonzero(voiced)
+    pause_frames = int(MIN_PAUSE_SECONDS * SAMPLE_RATE / HOP_LENGTH)
+    runs = np.split(frames, np.flatnonzero(np.diff(frames) > pause_frames) + 1)
+    long_enough = [r for r in runs if (r[-1] - r[0] + 1) * HOP_LENGTH / SAMPLE_RATE >= MIN_SPEECH_SECONDS]
+    if not long_enough:
+        longest = max((r[-1] - r[0] + 1) * HOP_LENGTH / SAMPLE_RATE for r in runs)
+        raise AudioError(_too_short_message(longest))
+    utterances = []
+    for run in long_enough:
+        start, stop = _span(run[0], run[-1], len(samples))
+        utterances.append(
+            (start / SAMPLE_RATE, stop / SAMPLE_RATE, _cut_and_level(samples, frame_db, voiced, run[0], run[-1]))
+        )
+    return utterances
+
+
+def voice_activity(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each frame's level in dBFS and whether it is voice, judged against the recording's own floor and peak.
+
+    Raises :class:`AudioError` for digital silence, a recording too short to judge, or a steady sound.
+    """
     frame_db = frame_dbfs(samples)
     if frame_db.max() < DIGITAL_SILENCE_DBFS:
         raise AudioError("The audio is silent: the microphone recorded nothing. Check that it is on and not muted.")
@@ -119,20 +156,21 @@ def prepare_speech(samples: np.ndarray) -> np.ndarray:
         )
     peak = np.percentile(frame_db, 99)  # the voice's peak: a single click must not set it
     floor = max(floor, peak - MAX_FLOOR_DEPTH_DB)
-    voiced = frame_db > floor + SPEECH_RANGE_DB * (peak - floor)
-    first, last = np.flatnonzero(voiced)[[0, -1]]
-    voiced_seconds = (last - first + 1) * HOP_LENGTH / SAMPLE_RATE
-    if voiced_seconds < MIN_SPEECH_SECONDS:
-        raise AudioError(_too_short_message(voiced_seconds))
-    margin = int(TRIM_MARGIN_SECONDS * SAMPLE_RATE)
-    start = max(first * HOP_LENGTH - margin, 0)
-    stop = min((last + 1) * HOP_LENGTH + N_FFT + margin, len(samples))
-    speech = samples[start:stop]
+    return frame_db, frame_db > floor + SPEECH_RANGE_DB * (peak - floor)
 
+
+def _span(first: int, last: int, n_samples: int) -> tuple[int, int]:
+    """The samples of frames ``first``..``last``, with TRIM_MARGIN_SECONDS either side so onsets are not clipped."""
+    margin = int(TRIM_MARGIN_SECONDS * SAMPLE_RATE)
+    return max(first * HOP_LENGTH - margin, 0), min((last + 1) * HOP_LENGTH + N_FFT + margin, n_samples)
+
+
+def _cut_and_level(samples: np.ndarray, frame_db: np.ndarray, voiced: np.ndarray, first: int, last: int) -> np.ndarray:
+    start, stop = _span(first, last, len(samples))
     # Level from the voiced frames only, so pauses and leftover noise do not set the gain.
-    voiced_power = np.mean(10.0 ** (frame_db[voiced] / 10.0))
+    voiced_power = np.mean(10.0 ** (frame_db[first : last + 1][voiced[first : last + 1]] / 10.0))
     gain = 10.0 ** (TARGET_DBFS / 20.0) / math.sqrt(voiced_power)
-    return (speech * gain).astype(np.float32)
+    return (samples[start:stop] * gain).astype(np.float32)
 
 
 def pad_or_trim(samples: np.ndarray | torch.Tensor, length: int = N_SAMPLES, *, center: bool = True):

@@ -8,11 +8,28 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .audio import HOP_LENGTH, SAMPLE_RATE, AudioInput, load_audio, pad_or_trim, prepare_speech, window_starts
+from .audio import (
+    HOP_LENGTH,
+    SAMPLE_RATE,
+    AudioInput,
+    load_audio,
+    pad_or_trim,
+    prepare_speech,
+    split_utterances,
+    window_starts,
+)
 from .model import EmotionNet
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "ser-parallel"
 MAX_WINDOWS_PER_BATCH = 32  # bounds memory on long recordings; a 5-minute file is 200 windows
+
+
+@dataclass
+class Utterance:
+    start: float  # seconds from the start of the recording
+    end: float
+    label: str  # the most probable emotion of this utterance
+    probabilities: dict[str, float]
 
 
 @dataclass
@@ -24,6 +41,7 @@ class Prediction:
     window_starts: np.ndarray  # (n_windows,) seconds from the start of the trimmed speech
     window_probabilities: np.ndarray  # (n_windows, n_classes): the emotion timeline
     speech: np.ndarray  # the trimmed, levelled 16 kHz audio the model heard
+    utterances: list[Utterance]  # each stretch of voice between pauses, scored on its own
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -67,31 +85,56 @@ class EmotionRecognizer:
 
         Raises ``ser_model.AudioError`` with a plain-English message for unusable audio.
         """
-        return self.predict_speech(prepare_speech(load_audio(audio, sample_rate)))
+        samples = load_audio(audio, sample_rate)
+        prediction = self.predict_speech(prepare_speech(samples))
+        utterances = split_utterances(samples)
+        if len(utterances) == 1:  # the recording's own verdict: no second look at the same voice
+            start, end, _ = utterances[0]
+            prediction.utterances = [Utterance(start, end, prediction.label, prediction.probabilities)]
+        else:
+            prediction.utterances = [
+                Utterance(start, end, *self._verdict(self._window_logits(speech).softmax(-1).mean(0)))
+                for start, end, speech in utterances
+            ]
+        return prediction
 
     @torch.inference_mode()
     def predict_speech(self, speech: np.ndarray) -> Prediction:
-        """:meth:`predict` for speech already prepared by :func:`ser_model.audio.prepare_speech`."""
+        """:meth:`predict` for speech already prepared by :func:`ser_model.audio.prepare_speech`; its one
+        utterance spans the whole speech."""
         config = self.model.config
         speech = pad_or_trim(speech, config.n_samples) if len(speech) < config.n_samples else speech
-        # One log-mel of the whole recording, cut into windows: each sample is transformed once.
-        log_mel = self.model.frontend(torch.from_numpy(speech).to(self.device)[None])[0]  # (n_mels, T)
-        starts = window_starts(len(speech), config.n_samples)
-        windows = torch.stack([log_mel[:, s // HOP_LENGTH : s // HOP_LENGTH + config.n_frames] for s in starts])
-
+        windows = self._windows(speech)
         # The spectrogram and attention maps are shown for the first window only, so only it pays for the maps.
         first = self.model.classify(windows[:1], return_attention=True)
         rest = windows[1:].split(MAX_WINDOWS_PER_BATCH) if len(windows) > 1 else ()
         logits = [first.logits] + [self.model.classify(chunk).logits for chunk in rest]
-        window_probabilities = torch.softmax(torch.cat(logits).float(), dim=-1).cpu().numpy()  # (n_windows, n_classes)
-
-        clip_probabilities = window_probabilities.mean(axis=0)
+        window_probabilities = torch.softmax(torch.cat(logits).float(), dim=-1).cpu()  # (n_windows, n_classes)
+        label, probabilities = self._verdict(window_probabilities.mean(0))
         return Prediction(
-            label=self.labels[int(clip_probabilities.argmax())],
-            probabilities={label: float(p) for label, p in zip(self.labels, clip_probabilities)},
+            label=label,
+            probabilities=probabilities,
             log_mel=windows[0].float().cpu().numpy(),
             attentions=first.attentions[0].float().cpu().numpy(),
-            window_starts=starts / SAMPLE_RATE,
-            window_probabilities=window_probabilities,
+            window_starts=window_starts(len(speech), config.n_samples) / SAMPLE_RATE,
+            window_probabilities=window_probabilities.numpy(),
             speech=speech,
+            utterances=[Utterance(0.0, len(speech) / SAMPLE_RATE, label, probabilities)],
         )
+
+    def _windows(self, speech: np.ndarray) -> torch.Tensor:
+        """One log-mel of the whole speech cut into windows (n_windows, n_mels, n_frames): each sample is
+        transformed once."""
+        config = self.model.config
+        speech = pad_or_trim(speech, config.n_samples) if len(speech) < config.n_samples else speech
+        log_mel = self.model.frontend(torch.from_numpy(speech).to(self.device)[None])[0]  # (n_mels, T)
+        starts = window_starts(len(speech), config.n_samples) // HOP_LENGTH
+        return torch.stack([log_mel[:, s : s + config.n_frames] for s in starts])
+
+    def _window_logits(self, speech: np.ndarray) -> torch.Tensor:
+        windows = self._windows(speech)
+        return torch.cat([self.model.classify(chunk).logits for chunk in windows.split(MAX_WINDOWS_PER_BATCH)]).cpu()
+
+    def _verdict(self, probabilities: torch.Tensor) -> tuple[str, dict[str, float]]:
+        """The most probable label, and every label's probability."""
+        return self.labels[int(probabilities.argmax())], {k: float(p) for k, p in zip(self.labels, probabilities)}

@@ -239,17 +239,23 @@ def _thread_canvas(key: tuple, build):
 
 
 def plot_timeline(prediction: Prediction) -> Figure:
-    """Probability of each emotion over time, one point per window (centre time)."""
+    """Each utterance of the recording as a bar along its time axis, coloured by its emotion, as tall as the
+    model's confidence in it and labelled with both."""
     labels = list(prediction.probabilities)
-    centres = prediction.window_starts + prediction.log_mel.shape[1] * FRAME_SECONDS / 2
-    fig = Figure(figsize=(8, 3), dpi=100)
-    ax = fig.add_axes((0.08, 0.34, 0.9, 0.56))
-    colors = [f"C{i}" for i in range(len(labels))]
-    for i, label in enumerate(labels):
-        ax.plot(centres, prediction.window_probabilities[:, i], marker="o", ms=3, label=label, color=colors[i])
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("probability")
-    ax.set_ylim(0, 1)
-    ax.set_title(f"Emotion over time ({len(centres)} windows); overall: {prediction.label}", fontsize=11)
-    ax.legend(ncols=8, fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.22), frameon=False)
+    fig = Figure(figsize=(8, 2.6), dpi=FIGURE_DPI)
+    ax = fig.add_axes((0.08, 0.34, 0.9, 0.52))
+    for utterance in prediction.utterances:
+        confidence = utterance.probabilities[utterance.label]
+        colour = f"C{labels.index(utterance.label)}"
+        ax.bar(
+            utterance.start, confidence, width=utterance.end - utterance.start, align="edge", color=colour, alpha=0.8
+        )
+        ax.text((utterance.start + utterance.end) / 2, confidence + 0.03, utterance.label, ha="center", fontsize=9)
+    end = max(u.end for u in prediction.utterances)
+    ax.set_xlim(0, end + 0.2)
+    ax.set_ylim(0, 1.15)
+    ax.set_yticks([0, 0.5, 1])
+    ax.set_xlabel("time in the recording (s)")
+    ax.set_ylabel("confidence")
+    ax.set_title(f"Emotion of each utterance ({len(prediction.utterances)}, split at pauses)", fontsize=11)
     return fig

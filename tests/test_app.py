@@ -175,6 +175,32 @@ def test_the_page_fits_a_phone_screen(browser, app_url):
     context.close()
 
 
+def test_four_sentences_show_four_utterances(page, tmp_path):
+    """Four RAVDESS sentences in four emotions (from ../shared, joined here, never committed), 1 s apart."""
+    from ser_model import load_audio, prepare_speech
+
+    names = ["03-01-03-02-01-01-01", "03-01-04-02-01-01-02", "03-01-05-02-02-01-03", "03-01-06-02-02-01-04"]
+    pause = 1e-3 * np.random.default_rng(0).standard_normal(16000).astype(np.float32)
+    parts = [pause]
+    for name in names:
+        parts += [prepare_speech(load_audio(RAVDESS / f"Actor_{name[-2:]}" / f"{name}.flac")), pause]
+    sf.write(tmp_path / "four_sentences.wav", np.concatenate(parts), 16000)
+    _upload(page, tmp_path / "four_sentences.wav")
+    _wait_for_verdict(page)
+    assert page.locator(".verdict li").count() == 4
+    page.locator("#timeline").wait_for(state="visible", timeout=30_000)
+    page.screenshot(path=str(SCREENSHOTS / "utterances.png"), full_page=True)
+
+
+def test_utterances_api_returns_each_utterance(app_url, clips):
+    from gradio_client import Client, handle_file
+
+    result = Client(app_url, verbose=False).predict(handle_file(str(clips / "speech.wav")), api_name="/utterances")
+    (utterance,) = result  # one sentence
+    assert {"start", "end", "label", "probabilities"} <= set(utterance) and 0.3 < utterance["start"] < utterance["end"]
+    assert utterance["label"] == max(utterance["probabilities"], key=utterance["probabilities"].get)
+
+
 def test_gradio_client_api_returns_eight_probabilities(app_url, clips):
     from gradio_client import Client, handle_file
 

@@ -99,3 +99,34 @@ def test_device_auto_picks_an_available_device():
     assert device.type in {"cuda", "mps", "cpu"}
     if not torch.cuda.is_available() and not torch.backends.mps.is_available():
         assert device.type == "cpu"
+
+
+def test_four_sentences_with_pauses_are_four_utterances(recognizer):
+    """Four RAVDESS sentences (from ../shared, joined here) with 1-s pauses: one utterance per sentence."""
+    from ser_model import load_audio, prepare_speech
+
+    from .conftest import RAVDESS
+
+    names = ["03-01-03-02-01-01-01", "03-01-04-02-01-01-02", "03-01-05-02-02-01-03", "03-01-06-02-02-01-04"]
+    sentences = [prepare_speech(load_audio(RAVDESS / f"Actor_{n[-2:]}" / f"{n}.flac")) for n in names]
+    pause = 1e-3 * np.random.default_rng(0).standard_normal(SAMPLE_RATE).astype(np.float32)  # a quiet room
+    recording, spans = [pause], []
+    for sentence in sentences:
+        start = sum(len(part) for part in recording) / SAMPLE_RATE
+        spans.append((start, start + len(sentence) / SAMPLE_RATE))
+        recording += [sentence, pause]
+    prediction = recognizer.predict((SAMPLE_RATE, np.concatenate(recording)))
+    assert len(prediction.utterances) == 4
+    for utterance, (start, end) in zip(prediction.utterances, spans):
+        overlaps = [min(utterance.end, e) - max(utterance.start, s) > 0 for s, e in spans]
+        assert overlaps.count(True) == 1 and min(utterance.end, end) - max(utterance.start, start) > 0
+        assert utterance.label in utterance.probabilities
+        assert sum(utterance.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_one_sentence_is_one_utterance_with_the_recordings_verdict(recognizer):
+    recording = np.concatenate([np.zeros(SAMPLE_RATE), speech_like(2.0), np.zeros(SAMPLE_RATE)]).astype(np.float32)
+    prediction = recognizer.predict((SAMPLE_RATE, recording))
+    (utterance,) = prediction.utterances
+    assert utterance.label == prediction.label and utterance.probabilities == prediction.probabilities
+    assert 0.8 <= utterance.start < 1.1 and 2.9 < utterance.end <= 3.2

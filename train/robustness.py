@@ -93,6 +93,11 @@ def score_conditions(
     """Accuracy, UA and the refused count of ``model`` on ``recordings`` under every condition of CONDITIONS."""
     recognizer = EmotionRecognizer(model, device)
     labels = np.array([model.config.labels.index(c.emotion) for c in clips])
+    # Babble talkers are other speakers of the set (any other clip, if the set holds one speaker).
+    other_speakers = {
+        actor: [r for c, r in zip(clips, recordings) if c.actor != actor] or recordings
+        for actor in {c.actor for c in clips}
+    }
     table = {}
     for k, (name, degrade) in enumerate(CONDITIONS.items()):
         predicted, refused = [], 0
@@ -100,8 +105,7 @@ def score_conditions(
             audio = recording
             if degrade is not None:
                 generator = torch.Generator().manual_seed(ROBUSTNESS_SEED + 1000 * k + i)
-                others = [r for c, r in zip(clips, recordings) if c.actor != clip.actor] or recordings
-                audio = degrade(recording, generator, others)
+                audio = degrade(recording, generator, other_speakers[clip.actor])
             try:
                 predicted.append(recognizer.labels.index(recognizer.predict((SAMPLE_RATE, audio)).label))
             except AudioError:
@@ -111,7 +115,7 @@ def score_conditions(
         table[name] = {
             "n": len(clips),
             "accuracy": float(hits.mean()),
-            "unweighted_recall": float(np.mean([hits[labels == k].mean() for k in np.unique(labels)])),
+            "unweighted_recall": float(np.mean([hits[labels == label].mean() for label in np.unique(labels)])),
             "refused": refused,
         }
     return table
