@@ -203,19 +203,35 @@ def utterances(audio_path: str | None) -> list[dict]:
 
 
 def verdict_html(prediction: Prediction) -> str:
-    """The headline: one utterance's emotion and confidence, or the emotion of each utterance in turn."""
+    """The headline: one utterance's emotion and confidence, or the emotion of each utterance in turn; where the
+    model is not sure, the two emotions it hesitates between."""
     if len(prediction.utterances) == 1:
+        if not prediction.sure:
+            first, second = _top_two(prediction.probabilities)
+            return (
+                f"<div class='verdict'>🤔 not sure: {first} or {second}?<span>{first} "
+                f"{prediction.probabilities[first]:.0%}, {second} {prediction.probabilities[second]:.0%}</span></div>"
+            )
         confidence = prediction.probabilities[prediction.label]
         return (
             f"<div class='verdict'>{EMOJI.get(prediction.label, '')} {prediction.label}"
             f"<span>{confidence:.0%} confident</span></div>"
         )
-    items = "".join(
-        f"<li>{EMOJI.get(u.label, '')} {u.label} <small>{u.start:.1f}-{u.end:.1f} s, "
-        f"{u.probabilities[u.label]:.0%}</small></li>"
-        for u in prediction.utterances
-    )
-    return f"<div class='verdict'><span>{len(prediction.utterances)} utterances</span><ol>{items}</ol></div>"
+    items = []
+    for u in prediction.utterances:
+        span = f"{u.start:.1f}-{u.end:.1f} s"
+        if u.sure:
+            items.append(
+                f"<li>{EMOJI.get(u.label, '')} {u.label} <small>{span}, {u.probabilities[u.label]:.0%}</small></li>"
+            )
+        else:
+            first, second = _top_two(u.probabilities)
+            items.append(f"<li>🤔 {first} or {second}? <small>{span}, not sure</small></li>")
+    return f"<div class='verdict'><span>{len(items)} utterances</span><ol>{''.join(items)}</ol></div>"
+
+
+def _top_two(probabilities: dict[str, float]) -> list[str]:
+    return sorted(probabilities, key=probabilities.get, reverse=True)[:2]
 
 
 def figure_html(image: np.ndarray, alt: str) -> str:

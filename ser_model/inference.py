@@ -30,12 +30,14 @@ class Utterance:
     end: float
     label: str  # the most probable emotion of this utterance
     probabilities: dict[str, float]
+    sure: bool  # False when the calibrated probability of `label` is below the model's `not_sure_below`
 
 
 @dataclass
 class Prediction:
     label: str  # the most probable emotion over the whole clip
-    probabilities: dict[str, float]  # every emotion's clip-level probability, summing to 1
+    probabilities: dict[str, float]  # every emotion's clip-level probability (calibrated), summing to 1
+    sure: bool  # False when the evidence is weak: show "not sure", naming the two most probable emotions
     log_mel: np.ndarray  # (n_mels, n_frames) dB, the input of the first (or only) window
     attentions: np.ndarray  # (n_layers, n_heads, n_tokens, n_tokens) for that window
     window_starts: np.ndarray  # (n_windows,) seconds from the start of the trimmed speech
@@ -90,10 +92,10 @@ class EmotionRecognizer:
         utterances = split_utterances(samples)
         if len(utterances) == 1:  # the recording's own verdict: no second look at the same voice
             start, end, _ = utterances[0]
-            prediction.utterances = [Utterance(start, end, prediction.label, prediction.probabilities)]
+            prediction.utterances = [Utterance(start, end, prediction.label, prediction.probabilities, prediction.sure)]
         else:
             prediction.utterances = [
-                Utterance(start, end, *self._verdict(self._window_logits(speech).softmax(-1).mean(0)))
+                Utterance(start, end, *self._verdict(self._probabilities(self._window_logits(speech)).mean(0)))
                 for start, end, speech in utterances
             ]
         return prediction
@@ -109,17 +111,18 @@ class EmotionRecognizer:
         first = self.model.classify(windows[:1], return_attention=True)
         rest = windows[1:].split(MAX_WINDOWS_PER_BATCH) if len(windows) > 1 else ()
         logits = [first.logits] + [self.model.classify(chunk).logits for chunk in rest]
-        window_probabilities = torch.softmax(torch.cat(logits).float(), dim=-1).cpu()  # (n_windows, n_classes)
-        label, probabilities = self._verdict(window_probabilities.mean(0))
+        window_probabilities = self._probabilities(torch.cat(logits).cpu())  # (n_windows, n_classes)
+        label, probabilities, sure = self._verdict(window_probabilities.mean(0))
         return Prediction(
             label=label,
             probabilities=probabilities,
+            sure=sure,
             log_mel=windows[0].float().cpu().numpy(),
             attentions=first.attentions[0].float().cpu().numpy(),
             window_starts=window_starts(len(speech), config.n_samples) / SAMPLE_RATE,
             window_probabilities=window_probabilities.numpy(),
             speech=speech,
-            utterances=[Utterance(0.0, len(speech) / SAMPLE_RATE, label, probabilities)],
+            utterances=[Utterance(0.0, len(speech) / SAMPLE_RATE, label, probabilities, sure)],
         )
 
     def _windows(self, speech: np.ndarray) -> torch.Tensor:
@@ -135,6 +138,12 @@ class EmotionRecognizer:
         windows = self._windows(speech)
         return torch.cat([self.model.classify(chunk).logits for chunk in windows.split(MAX_WINDOWS_PER_BATCH)]).cpu()
 
-    def _verdict(self, probabilities: torch.Tensor) -> tuple[str, dict[str, float]]:
-        """The most probable label, and every label's probability."""
-        return self.labels[int(probabilities.argmax())], {k: float(p) for k, p in zip(self.labels, probabilities)}
+    def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated class probabilities (n, n_classes) from logits (n, n_classes)."""
+        return torch.softmax(logits.float() / self.model.config.temperature, dim=-1)
+
+    def _verdict(self, probabilities: torch.Tensor) -> tuple[str, dict[str, float], bool]:
+        """The most probable label, every label's probability, and whether the model is sure of it."""
+        top = int(probabilities.argmax())
+        sure = float(probabilities[top]) >= self.model.config.not_sure_below
+        return self.labels[top], {k: float(p) for k, p in zip(self.labels, probabilities)}, sure

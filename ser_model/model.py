@@ -46,6 +46,10 @@ class ModelConfig:
     # quiet the pauses are (digital zeros, a quiet room, the hiss of a levelled quiet recording) stops mattering.
     # None keeps the full range, as checkpoints trained before it.
     dynamic_range_db: float | None = None
+    # Calibration, fitted on unseen speakers by train.calibrate: logits are divided by the temperature, and a
+    # verdict below `not_sure_below` is shown as "not sure". The defaults leave the model as trained.
+    temperature: float = 1.0
+    not_sure_below: float = 0.0
 
     @property
     def n_samples(self) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -130,3 +132,40 @@ def test_one_sentence_is_one_utterance_with_the_recordings_verdict(recognizer):
     (utterance,) = prediction.utterances
     assert utterance.label == prediction.label and utterance.probabilities == prediction.probabilities
     assert 0.8 <= utterance.start < 1.1 and 2.9 < utterance.end <= 3.2
+
+
+def test_calibration_scales_the_logits_and_marks_weak_verdicts(random_model):
+    from dataclasses import replace
+
+    from ser_model import EmotionNet, EmotionRecognizer
+
+    audio = (SAMPLE_RATE, speech_like(2.0))
+    plain = EmotionRecognizer(random_model, device="cpu").predict(audio)
+    calibrated_model = EmotionNet(replace(random_model.config, temperature=2.0, not_sure_below=0.99)).eval()
+    calibrated_model.load_state_dict(random_model.state_dict())
+    calibrated = EmotionRecognizer(calibrated_model, device="cpu").predict(audio)
+    assert calibrated.label == plain.label  # a temperature never changes the ranking
+    assert calibrated.probabilities[calibrated.label] < plain.probabilities[plain.label]  # only the confidence
+    assert plain.sure and not calibrated.sure and not calibrated.utterances[0].sure
+
+
+def test_calibrate_fits_a_temperature_on_out_of_fold_predictions(tmp_path):
+    from train.calibrate import calibrate, main, read_predictions
+
+    # An overconfident model: right 60% of the time, always ~95% sure.
+    rng = np.random.default_rng(0)
+    labels = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+    rows = ["path,actor,fold,true,predicted," + ",".join(f"p_{label}" for label in labels)]
+    for i in range(400):
+        true = rng.integers(8)
+        guess = true if rng.random() < 0.6 else rng.integers(8)
+        p = np.full(8, 0.05 / 7)
+        p[guess] = 0.95
+        rows.append(f"c{i}.wav,{i % 20},{i % 5 + 1},{labels[true]},{labels[guess]}," + ",".join(f"{x:.4f}" for x in p))
+    (tmp_path / "predictions_actors.csv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "config.json").write_text('{"n_mels": 64}')
+    report = calibrate(*read_predictions(tmp_path / "predictions_actors.csv")[:3])
+    assert report["temperature"] > 1.5 and report["ece_after"] < report["ece_before"] / 2
+    assert main(["--checkpoint", str(tmp_path)]) == 0
+    config = json.loads((tmp_path / "config.json").read_text())
+    assert config["temperature"] == report["temperature"] and config["not_sure_below"] == 0.5 and config["n_mels"] == 64

@@ -41,6 +41,10 @@ Per-class recall, unseen speakers (pooled over folds): {{ per_class }}.
 
 {{ robustness }}
 
+## Confidence and "not sure"
+
+{{ calibration }}
+
 ## Model
 
 Log-mel spectrogram ({{ n_mels }} bands, 25 ms windows, 10 ms hop) computed inside the model, per-band
@@ -119,6 +123,18 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
             "(`python -m train.robustness`); mean over folds. A clip the app refuses counts as wrong.\n\n"
             + format_table(actors["robustness"])
         )
+    calibration = "Not calibrated: the probabilities are the model's own (temperature 1), and no verdict is 'not sure'."
+    if "calibration" in results:
+        c = results["calibration"]
+        calibration = (
+            f"A temperature of {c['temperature']:.2f} on the logits, fitted on the unseen-speaker folds' predictions "
+            f"({c['n']} clips, `python -m train.calibrate`), takes the expected calibration error from "
+            f"{c['ece_before']:.1%} to {c['ece_after']:.1%} (cross-validated: each fold calibrated by the others). "
+            f'A verdict whose calibrated probability is below {c["not_sure_below"]:.0%} is shown as "not sure", '
+            f"naming the two most probable emotions: {1 - c['share_sure']:.0%} of clips. Confident verdicts were "
+            f"right {_percent(c['accuracy_sure'])} of the time, not-sure ones {_percent(c['accuracy_not_sure'])} "
+            f"(the true emotion was one of the two named {_percent(c['top_two_accuracy_not_sure'])})."
+        )
     per_class = "n/a"
     if actors:
         per_class = ", ".join(f"{k} {v:.0%}" for k, v in actors["pooled"]["per_class_recall"].items())
@@ -154,6 +170,7 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
         results_notes="\n\n".join(notes),
         per_class=per_class,
         robustness=robustness,
+        calibration=calibration,
         n_mels=m.n_mels,
         cnn_desc=", ".join(f"{k}x{k} kernels" for k in m.cnn_kernel_sizes) + f"; channels {m.cnn_channels}",
         n_layers=m.n_layers,
@@ -182,6 +199,10 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
     )
     card.save(Path(folder) / "README.md")
     return card
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
 
 
 def _channel_augmentation(channels: ChannelConfig) -> list[str]:

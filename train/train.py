@@ -459,6 +459,11 @@ def main(config: TrainConfig) -> dict:
             from .card import write_card
 
             model.save_pretrained(out)
+            if "actors" in results:  # calibrate the shipped model's confidence on the folds' unseen speakers
+                from .calibrate import apply, calibrate, read_predictions
+
+                results["calibration"] = calibrate(*read_predictions(out / "predictions_actors.csv")[:3])
+                apply(out, results["calibration"])
             write_card(out, config, results, model)
             _log(f"saved the shipped model to {out}")
             if config.push_to_hub:
