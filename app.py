@@ -24,7 +24,8 @@ from huggingface_hub import HfApi, ModelCard, constants, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
 from ser_model import DEFAULT_CHECKPOINT, AudioError, EmotionRecognizer, ModelLoadError, Prediction
-from ser_model.audio import SAMPLE_RATE
+from ser_model.audio import SAMPLE_RATE, AudioInput
+from ser_model.streaming import UPDATE_SECONDS, LiveTake
 from ser_model.visualize import plot_timeline, render_attention_maps, render_spectrogram, to_jpeg
 
 try:  # On a ZeroGPU Space the GPU is attached only inside functions wrapped by spaces.GPU.
@@ -168,11 +169,11 @@ EXAMPLES = example_clips(EXAMPLES_DIR) + example_clips(args.examples)
 
 
 @on_gpu
-def recognize(audio_path: str | None) -> Prediction:
-    if audio_path is None:
+def recognize(audio: AudioInput | None) -> Prediction:
+    if audio is None:
         raise gr.Error("No audio yet: upload a file or record your voice, then try again.")
     try:
-        return recognizer.predict(audio_path)
+        return recognizer.predict(audio)
     except AudioError as e:
         raise gr.Error(str(e)) from None
 
@@ -182,10 +183,10 @@ def predict(audio_path: str | None) -> dict[str, float]:
     return recognize(audio_path).probabilities
 
 
-def analyze(audio_path: str | None):
+def analyze(audio: AudioInput | None):
     """UI: the verdict, probabilities, spectrogram with pitch, loudness and attention, attention maps, and the
     emotion of each utterance when there are several."""
-    prediction = recognize(audio_path)
+    prediction = recognize(audio)
     several = len(prediction.utterances) > 1
     spectrogram_alt = f"Log-mel spectrogram with pitch, loudness and attention over time; verdict {prediction.label}"
     return (
@@ -232,6 +233,41 @@ def verdict_html(prediction: Prediction) -> str:
 
 def _top_two(probabilities: dict[str, float]) -> list[str]:
     return sorted(probabilities, key=probabilities.get, reverse=True)[:2]
+
+
+def start_take() -> tuple[LiveTake, str, None]:
+    """Live: a new take, with an empty strip and meter."""
+    return LiveTake(recognizer), LIVE_PLACEHOLDER, None
+
+
+def follow_take(chunk: tuple[int, np.ndarray] | None, take: LiveTake | None):
+    """Live: add the latest microphone chunk; about twice a second, a new meter reading and strip."""
+    take = take or LiveTake(recognizer)
+    if chunk is None or len(chunk[1]) == 0:
+        return take, gr.skip(), gr.skip()
+    try:
+        update = take.add(chunk)
+    except AudioError:  # a malformed chunk: wait for the next
+        return take, gr.skip(), gr.skip()
+    if update is None:
+        return take, gr.skip(), gr.skip()
+    return take, live_strip_html(take), update.probabilities or {"(silence)": 1.0}
+
+
+def finish_take(take: LiveTake | None):
+    """Live: when the take stops, the full analysis of all of it, as for a recording."""
+    if take is None or take.received == 0:
+        raise gr.Error("The take was empty: allow the microphone, speak, then stop.")
+    return analyze((SAMPLE_RATE, take.latest()))
+
+
+def live_strip_html(take: LiveTake) -> str:
+    """The take so far, one symbol per meter reading (the latest 40): an emoji for an emotion, a dot for a pause."""
+    symbols = [
+        EMOJI.get(max(u.probabilities, key=u.probabilities.get), "?") if u.probabilities else "·"
+        for u in list(take.timeline)[-40:]
+    ]
+    return f"<div class='live-strip' data-readings='{len(take.timeline)}'>{' '.join(symbols)}</div>"
 
 
 def figure_html(image: np.ndarray, alt: str) -> str:
@@ -283,7 +319,9 @@ CSS = """
 .figure {display: block; width: 100%; height: auto; max-width: 800px; margin: 0 auto;}
 .figure-placeholder {text-align: center; opacity: 0.6; padding: 2rem 0;}
 .hub-note {font-size: 0.9rem; opacity: 0.85;}
+.live-strip {font-size: 1.4rem; line-height: 1.6; min-height: 2.4rem; overflow-wrap: anywhere;}
 """
+LIVE_PLACEHOLDER = "<div class='live-strip' data-readings='0'>Press record and speak.</div>"
 SPECTROGRAM_PLACEHOLDER = "<div class='figure-placeholder'>The spectrogram, pitch and loudness appear here.</div>"
 ATTENTION_PLACEHOLDER = "<div class='figure-placeholder'>The attention maps appear here.</div>"
 
@@ -296,8 +334,17 @@ with gr.Blocks(title="Speech emotion recognition") as demo:
         gr.Markdown(f"ℹ️ Using the shipped checkpoint: {hub_fallback}.", elem_classes="hub-note")
     with gr.Row():
         with gr.Column(scale=2):
-            audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Your voice")
-            button = gr.Button("Recognise emotion", variant="primary")
+            with gr.Tabs():
+                with gr.Tab("Record or upload"):
+                    audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Your voice")
+                    button = gr.Button("Recognise emotion", variant="primary")
+                with gr.Tab("Live", elem_id="live-tab"):
+                    live_audio = gr.Audio(
+                        sources=["microphone"], streaming=True, type="numpy", label="Speak: the meter follows you"
+                    )
+                    live_strip = gr.HTML(LIVE_PLACEHOLDER, elem_id="live-strip")
+                    live_meter = gr.Label(num_top_classes=3, label="Right now", elem_id="live-meter")
+                    take = gr.State(None)
             verdict = gr.HTML("<div class='verdict'>🎧<span>waiting for audio</span></div>")
             probabilities = gr.Label(num_top_classes=8, label="Probability of each emotion", show_heading=False)
             examples_slot = gr.Column()
@@ -319,6 +366,16 @@ with gr.Blocks(title="Speech emotion recognition") as demo:
         outputs=outputs,
         api_name="analyze",
     )
+    live_audio.start_recording(start_take, outputs=[take, live_strip, live_meter])
+    live_audio.stream(
+        follow_take,
+        inputs=[live_audio, take],
+        outputs=[take, live_strip, live_meter],
+        stream_every=UPDATE_SECONDS,
+        concurrency_limit=4,  # each reading takes ~10 ms: several live takes at once must not queue
+        show_progress="hidden",
+    )
+    live_audio.stop_recording(finish_take, inputs=take, outputs=outputs)
     if EXAMPLES:
         with examples_slot:
             gr.Examples(
