@@ -270,6 +270,30 @@ def live_strip_html(take: LiveTake) -> str:
     return f"<div class='live-strip' data-readings='{len(take.timeline)}'>{' '.join(symbols)}</div>"
 
 
+def compare(path_a: str | None, path_b: str | None) -> str:
+    """Compare: both verdicts, each emotion's probability in both takes, and both spectrograms on the same axes
+    (the figures' scales are fixed, so the two read alike)."""
+    if path_a is None or path_b is None:
+        raise gr.Error("Compare needs two takes: record or upload take A and take B.")
+    a, b = recognize(path_a), recognize(path_b)
+
+    def cell(p: float, take: str) -> str:
+        return f"<td><div class='bar {take}' style='width:{100 * p:.0f}%'></div>{p:.0%}</td>"
+
+    rows = "".join(
+        f"<tr><td>{EMOJI.get(label, '')} {label}</td>{cell(pa, 'a')}{cell(pb, 'b')}<td>{100 * (pb - pa):+.0f}</td></tr>"
+        for label, pa, pb in zip(a.probabilities, a.probabilities.values(), b.probabilities.values())
+    )
+    return (
+        "<div class='compare'>"
+        f"<div class='takes'><div><b>Take A</b>{verdict_html(a)}</div><div><b>Take B</b>{verdict_html(b)}</div></div>"
+        f"<table><tr><th>emotion</th><th>take A</th><th>take B</th><th>B - A (points)</th></tr>{rows}</table>"
+        f"<b>Take A</b>{figure_html(render_spectrogram(a), 'Spectrogram of take A')}"
+        f"<b>Take B</b>{figure_html(render_spectrogram(b), 'Spectrogram of take B')}"
+        "</div>"
+    )
+
+
 def figure_html(image: np.ndarray, alt: str) -> str:
     """A figure inline in the page: it arrives with the answer, with no second request for a file."""
     data = base64.b64encode(to_jpeg(image)).decode("ascii")
@@ -320,6 +344,11 @@ CSS = """
 .figure-placeholder {text-align: center; opacity: 0.6; padding: 2rem 0;}
 .hub-note {font-size: 0.9rem; opacity: 0.85;}
 .live-strip {font-size: 1.4rem; line-height: 1.6; min-height: 2.4rem; overflow-wrap: anywhere;}
+.compare .takes {display: flex; gap: 1rem;} .compare .takes > div {flex: 1; text-align: center;}
+.compare .verdict {font-size: 1.6rem;}
+.compare table {width: 100%; font-size: 0.9rem;} .compare td {padding: 2px 4px;}
+.compare .bar {height: 5px; border-radius: 3px; margin-bottom: 1px;}
+.compare .bar.a {background: #4c78a8;} .compare .bar.b {background: #e45756;}
 """
 LIVE_PLACEHOLDER = "<div class='live-strip' data-readings='0'>Press record and speak.</div>"
 SPECTROGRAM_PLACEHOLDER = "<div class='figure-placeholder'>The spectrogram, pitch and loudness appear here.</div>"
@@ -345,6 +374,20 @@ with gr.Blocks(title="Speech emotion recognition") as demo:
                     live_strip = gr.HTML(LIVE_PLACEHOLDER, elem_id="live-strip")
                     live_meter = gr.Label(num_top_classes=3, label="Right now", elem_id="live-meter")
                     take = gr.State(None)
+                with gr.Tab("Compare two takes", elem_id="compare-tab"):
+                    gr.Markdown("Say one sentence two ways (happy, then sad) and see what changed.")
+                    with gr.Row():
+                        take_a, take_b = (
+                            gr.Audio(
+                                sources=["microphone", "upload"],
+                                type="filepath",
+                                label=f"Take {x}",
+                                elem_id=f"take-{x.lower()}",
+                            )
+                            for x in "AB"
+                        )
+                    compare_button = gr.Button("Compare", variant="primary")
+                    comparison = gr.HTML(elem_id="comparison")
             verdict = gr.HTML("<div class='verdict'>🎧<span>waiting for audio</span></div>")
             probabilities = gr.Label(num_top_classes=8, label="Probability of each emotion", show_heading=False)
             examples_slot = gr.Column()
@@ -376,6 +419,7 @@ with gr.Blocks(title="Speech emotion recognition") as demo:
         show_progress="hidden",
     )
     live_audio.stop_recording(finish_take, inputs=take, outputs=outputs)
+    compare_button.click(compare, inputs=[take_a, take_b], outputs=comparison, api_name="compare")
     if EXAMPLES:
         with examples_slot:
             gr.Examples(

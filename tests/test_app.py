@@ -189,6 +189,24 @@ def test_live_meter_follows_a_take_and_the_full_analysis_follows_it(page):
     page.screenshot(path=str(SCREENSHOTS / "live.png"), full_page=True)
 
 
+def test_compare_shows_two_verdicts_side_by_side(page, tmp_path):
+    from ser_model import load_audio
+
+    for name, clip in (("a.wav", "03-01-03-02-01-01-01"), ("b.wav", "03-01-04-02-01-01-01")):  # happy, then sad
+        sf.write(tmp_path / name, load_audio(RAVDESS / "Actor_01" / f"{clip}.flac"), 16000)
+    page.get_by_role("tab", name="Compare two takes").click()
+    for take in ("a", "b"):
+        page.locator(f"#take-{take}").get_by_label("Upload file").click()
+        page.locator(f"#take-{take} input[type=file]").set_input_files(str(tmp_path / f"{take}.wav"))
+        page.locator(f"#take-{take}").get_by_label("Clear").wait_for(timeout=30_000)  # uploaded
+    page.locator("#compare-tab").get_by_role("button", name="Compare").click()
+    page.locator("#comparison .verdict").nth(1).wait_for(timeout=60_000)
+    assert page.locator("#comparison .verdict").count() == 2
+    assert page.locator("#comparison tr").count() == 9  # a header and the 8 emotions
+    assert page.locator("#comparison img").count() == 2
+    page.screenshot(path=str(SCREENSHOTS / "compare.png"), full_page=True)
+
+
 def test_four_sentences_show_four_utterances(page, tmp_path):
     """Four RAVDESS sentences in four emotions (from ../shared, joined here, never committed), 1 s apart."""
     from ser_model import load_audio, prepare_speech
