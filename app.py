@@ -104,7 +104,9 @@ def load_recognizer(repo_id: str | None, revision: str | None) -> tuple[EmotionR
         except (ModelLoadError, HfHubHTTPError, OfflineModeIsEnabled, OSError, ValueError) as e:
             # Offline, unreachable, silent past the timeout, or no such repo or file: all land here.
             logger.warning("Hub model unavailable, falling back to the shipped checkpoint: %s", e)
-            fallback = f"the Hub repo `{repo_id}` was not used: it could not be reached"
+            answered = isinstance(e, HfHubHTTPError) or isinstance(e.__cause__, HfHubHTTPError)
+            reason = "it has no usable weights there" if answered else "it could not be reached"
+            fallback = f"the Hub repo `{repo_id}` was not used: {reason}"
     recognizer = EmotionRecognizer.from_pretrained(DEFAULT_CHECKPOINT)
     return recognizer, "the shipped checkpoint", str(DEFAULT_CHECKPOINT / "README.md"), fallback
 
@@ -315,7 +317,18 @@ moment look at every other. Their findings are combined into a probability for e
 
 **The attention maps** show, for each layer and head of the Transformer, how much each moment (row) looked at
 each other moment (column). The bottom curve under the spectrogram rolls all of them up into one line: the
-moments that shaped the answer most. Clips longer than 3 s are judged in 3-s windows, shown as a timeline.
+moments that shaped the answer most.
+
+**Several sentences?** A recording is split at its pauses, and each utterance gets its own emotion, shown as
+a timeline. Sentences longer than 3 s are judged in 3-s windows.
+
+**"Not sure"** means the model's probability for its best guess is under 50%: it is then more likely wrong
+than right, so it names the two emotions it hesitates between. Its probabilities are calibrated on speakers it
+never heard, so "70% confident" means right about 70% of the time.
+
+**Live** shows what the model hears in the last 3 s, twice a second, while you speak (a dot is a pause); when
+you stop, the whole take is analysed. **Compare two takes** puts two recordings side by side: say a sentence
+happy, then sad, and see which emotions moved.
 """
 
 ABOUT = f"""
@@ -356,8 +369,8 @@ ATTENTION_PLACEHOLDER = "<div class='figure-placeholder'>The attention maps appe
 
 with gr.Blocks(title="Speech emotion recognition") as demo:
     gr.Markdown(
-        "# 🎙️ What emotion is in your voice?\nRecord a sentence or upload a clip. The model shows what it "
-        "heard, where it listened, and which of 8 emotions it recognises."
+        "# 🎙️ What emotion is in your voice?\nRecord a sentence, upload a clip, speak live, or compare two takes. "
+        "The model shows what it heard, where it listened, and which of 8 emotions it recognises."
     )
     if hub_fallback:
         gr.Markdown(f"ℹ️ Using the shipped checkpoint: {hub_fallback}.", elem_classes="hub-note")

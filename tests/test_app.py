@@ -298,6 +298,36 @@ def test_a_hub_that_never_answers_times_out_to_the_shipped_checkpoint():
     assert elapsed < 60  # the 2-s timeout, plus starting Python and loading the model; not minutes
 
 
+def test_a_hub_without_the_repo_is_named_as_such():
+    """A Hub that answers 404 (a typo in the repo id, or the weights not published yet)."""
+    import http.server
+    import threading
+
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (the standard library's name)
+            self.send_response(404)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("X-Error-Code", "RepoNotFound")
+            self.end_headers()
+            self.wfile.write(b'{"error": "Repository not found"}')
+
+        do_HEAD = do_GET  # noqa: N815
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = _import_app(
+            SER_MODEL_REPO="ser-test/typo", HF_HUB_OFFLINE="0", HF_ENDPOINT=f"http://127.0.0.1:{server.server_port}"
+        )
+    finally:
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert "FALLBACK the Hub repo `ser-test/typo` was not used: it has no usable weights there" in result.stdout
+
+
 def test_an_upload_over_the_size_limit_is_refused_at_the_door(app_url, tmp_path):
     import httpx
 

@@ -63,10 +63,13 @@ def expected_calibration_error(probabilities: np.ndarray, targets: np.ndarray) -
 def calibrate(log_probabilities: np.ndarray, targets: np.ndarray, folds: np.ndarray) -> dict:
     """Cross-validated calibration report and the temperature fitted on every fold."""
     calibrated = np.zeros_like(log_probabilities)
+    cross_validated = len(np.unique(folds)) > 1  # with one fold (quick runs), the report is in-sample
     for fold in np.unique(folds):
         held_out = folds == fold
-        temperature = fit_temperature(log_probabilities[~held_out], targets[~held_out])
-        calibrated[held_out] = softmax(log_probabilities[held_out], temperature)
+        fit_on = ~held_out if cross_validated else held_out
+        calibrated[held_out] = softmax(
+            log_probabilities[held_out], fit_temperature(log_probabilities[fit_on], targets[fit_on])
+        )
     raw = softmax(log_probabilities, 1.0)
     sure = calibrated.max(axis=1) >= NOT_SURE_BELOW
     correct = calibrated.argmax(axis=1) == targets
@@ -74,6 +77,7 @@ def calibrate(log_probabilities: np.ndarray, targets: np.ndarray, folds: np.ndar
         "temperature": fit_temperature(log_probabilities, targets),
         "not_sure_below": NOT_SURE_BELOW,
         "n": len(targets),
+        "cross_validated": cross_validated,
         "ece_before": expected_calibration_error(raw, targets),
         "ece_after": expected_calibration_error(calibrated, targets),
         "share_sure": float(sure.mean()),

@@ -49,7 +49,7 @@ class TrainConfig:
     only_folds: list[int] | None = None  # run just these folds (1-based), for quick ablations
     model: ModelConfig = field(default_factory=ModelConfig)
     # optimisation
-    epochs: int = 50
+    epochs: int = 60  # with channel augmentation, validation UA still rose at epoch 50
     batch_size: int = 32
     lr: float = 3e-3
     min_lr: float = 3e-5
