@@ -157,6 +157,7 @@ def train_one_epoch(
     generator = torch.Generator().manual_seed(config.seed * 10_000 + epoch * 100 + rank)
     torch.manual_seed(config.seed * 10_000 + epoch * 100 + rank)  # dropout, SpecAugment, mixup
     order = rng.permutation(len(labels))
+    sources = variants + codec_copies
     steps = len(order) // config.batch_size  # drop the ragged last batch: BatchNorm needs several clips
     model.train()
     total = 0.0
@@ -165,7 +166,6 @@ def train_one_epoch(
         for group in optimizer.param_groups:
             group["lr"] = lr
         batch = order[step * config.batch_size : (step + 1) * config.batch_size][rank::world]
-        sources = variants + codec_copies
         # A codec row takes the unsped recording's codec copy; every other row one of the speed variants.
         codec_row = rng.random(len(batch)) < (config.channels.codec_prob if codec_copies else 0.0)
         source = np.where(
