@@ -1,7 +1,7 @@
 """Figures of what the model saw and where it looked, for the app and notebooks.
 
 The spectrogram and the attention maps, which every request shows, are drawn by blitting, matplotlib's
-technique for animation: each worker thread draws a figure's axes, ticks, labels and colour bar once, and a
+technique for animation: a prepared figure has its axes, ticks, labels and colour bar drawn once, and a
 request redraws only the data on top and takes the pixels, several times faster than a new figure. Their
 scales are therefore fixed: the spectrogram in dB below its loudest point, loudness in dB below the
 loudest frame, attention as weights from 0 to 1. Figures are ``matplotlib.figure.Figure`` (no pyplot state).
@@ -10,7 +10,10 @@ loudest frame, attention as weights from 0 to 1. Figures are ``matplotlib.figure
 from __future__ import annotations
 
 import io
+import queue
 import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import PIL.Image
@@ -29,7 +32,8 @@ LOUDNESS_RANGE_DB = 50.0
 ROLLOUT_RANGE = (0.25, 10.0)  # relevance relative to an even spread, on a log axis
 FIGURE_DPI = 80  # 640 pixels across: the width the page shows them at on a laptop, and every pixel costs time
 
-_local = threading.local()
+_pools: dict[tuple, queue.SimpleQueue] = {}  # prepared canvases, by figure and shape, not in use
+_pools_lock = threading.Lock()
 
 
 def attention_rollout(attentions: np.ndarray) -> np.ndarray:
@@ -201,14 +205,17 @@ class _AttentionCanvas:
         return np.asarray(self.canvas.buffer_rgba())[..., :3].copy()
 
 
+_Canvas = _SpectrogramCanvas | _AttentionCanvas
+
+
 def render_spectrogram(prediction: Prediction, prosody: Prosody | None = None) -> np.ndarray:
     """The first window's log-mel with time (s) and frequency (Hz) axes and the pitch contour over it, the
     loudness, and attention rollout over time, as an RGB image (H, W, 3) uint8."""
     log_mel = prediction.log_mel
     if prosody is None:  # the first window's audio: predict pads speech to at least one window
         prosody = measure_prosody(prediction.speech[: (log_mel.shape[1] - 1) * HOP_LENGTH])
-    canvas = _thread_canvas(("spectrogram", *log_mel.shape), lambda: _SpectrogramCanvas(*log_mel.shape))
-    return canvas.render(log_mel, prosody, attention_rollout(prediction.attentions))
+    with _borrow(("spectrogram", *log_mel.shape), lambda: _SpectrogramCanvas(*log_mel.shape)) as canvas:
+        return canvas.render(log_mel, prosody, attention_rollout(prediction.attentions))
 
 
 def render_attention_maps(prediction: Prediction) -> np.ndarray:
@@ -217,8 +224,8 @@ def render_attention_maps(prediction: Prediction) -> np.ndarray:
     looked at (time rightwards)."""
     attentions = prediction.attentions
     seconds = prediction.log_mel.shape[1] * FRAME_SECONDS
-    canvas = _thread_canvas(("attention", *attentions.shape), lambda: _AttentionCanvas(*attentions.shape[:3], seconds))
-    return canvas.render(attentions)
+    with _borrow(("attention", *attentions.shape), lambda: _AttentionCanvas(*attentions.shape[:3], seconds)) as canvas:
+        return canvas.render(attentions)
 
 
 def to_jpeg(image: np.ndarray) -> bytes:
@@ -230,12 +237,20 @@ def to_jpeg(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _thread_canvas(key: tuple, build):
-    """One prepared canvas per worker thread and figure shape: concurrent requests never share one."""
-    canvases = _local.__dict__.setdefault("canvases", {})
-    if key not in canvases:
-        canvases[key] = build()
-    return canvases[key]
+@contextmanager
+def _borrow(key: tuple, build: Callable[[], _Canvas]) -> Iterator[_Canvas]:
+    """A prepared canvas of this figure and shape, for one render: concurrent requests never share one, and
+    the pool grows only to the most requests ever drawn at once (a canvas takes 100-500 ms to prepare)."""
+    with _pools_lock:
+        pool = _pools.setdefault(key, queue.SimpleQueue())
+    try:
+        canvas = pool.get_nowait()
+    except queue.Empty:
+        canvas = build()
+    try:
+        yield canvas
+    finally:
+        pool.put(canvas)
 
 
 def plot_timeline(prediction: Prediction) -> Figure:
