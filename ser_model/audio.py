@@ -109,8 +109,8 @@ def prepare_speech(samples: np.ndarray) -> np.ndarray:
     """
     frame_db, voiced = voice_activity(samples)
     first, last = np.flatnonzero(voiced)[[0, -1]]
-    if (last - first + 1) * HOP_LENGTH / SAMPLE_RATE < MIN_SPEECH_SECONDS:
-        raise AudioError(_too_short_message((last - first + 1) * HOP_LENGTH / SAMPLE_RATE))
+    if _seconds(first, last) < MIN_SPEECH_SECONDS:
+        raise AudioError(_too_short_message(_seconds(first, last)))
     return _cut_and_level(samples, frame_db, voiced, first, last)
 
 
@@ -125,10 +125,9 @@ def split_utterances(samples: np.ndarray) -> list[tuple[float, float, np.ndarray
     frames = np.flatnonzero(voiced)
     pause_frames = int(MIN_PAUSE_SECONDS * SAMPLE_RATE / HOP_LENGTH)
     runs = np.split(frames, np.flatnonzero(np.diff(frames) > pause_frames) + 1)
-    long_enough = [r for r in runs if (r[-1] - r[0] + 1) * HOP_LENGTH / SAMPLE_RATE >= MIN_SPEECH_SECONDS]
+    long_enough = [r for r in runs if _seconds(r[0], r[-1]) >= MIN_SPEECH_SECONDS]
     if not long_enough:
-        longest = max((r[-1] - r[0] + 1) * HOP_LENGTH / SAMPLE_RATE for r in runs)
-        raise AudioError(_too_short_message(longest))
+        raise AudioError(_too_short_message(max(_seconds(r[0], r[-1]) for r in runs)))
     utterances = []
     for run in long_enough:
         start, stop = _span(run[0], run[-1], len(samples))
@@ -157,6 +156,11 @@ def voice_activity(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     peak = np.percentile(frame_db, 99)  # the voice's peak: a single click must not set it
     floor = max(floor, peak - MAX_FLOOR_DEPTH_DB)
     return frame_db, frame_db > floor + SPEECH_RANGE_DB * (peak - floor)
+
+
+def _seconds(first: int, last: int) -> float:
+    """How long frames ``first``..``last`` last."""
+    return (last - first + 1) * HOP_LENGTH / SAMPLE_RATE
 
 
 def _span(first: int, last: int, n_samples: int) -> tuple[int, int]:
