@@ -92,7 +92,7 @@ class ChannelAugment:
             x[rows] = channels.telephone(x[rows]) * valid[rows]
         if (rows := draw(config.gain_prob)).any():
             gain_db = torch.empty(int(rows.sum())).uniform_(*config.gain_db, generator=generator)
-            x[rows] = torch.round(channels.gain_and_clip(x[rows], gain_db) * 32767) / 32767
+            x[rows] = channels.to_16_bit(channels.gain_and_clip(x[rows], gain_db))
         return [row[:length].numpy() for row, length in zip(x, lengths)]
 
 

@@ -111,6 +111,11 @@ def gain_and_clip(waveform: Tensor, gain_db: Tensor) -> Tensor:
     return (waveform * 10.0 ** (gain_db / 20.0).unsqueeze(1)).clamp(-1.0, 1.0)
 
 
+def to_16_bit(waveform: Tensor) -> Tensor:
+    """Rounded to 16-bit PCM steps, as a recorder stores it: a quiet voice's pauses become a few steps or zero."""
+    return torch.round(waveform * 32767) / 32767
+
+
 def codec(samples: np.ndarray, name: str) -> np.ndarray:
     """Encode one recording with a low-bitrate codec ("mp3" or "opus") and decode it, same length and alignment."""
     buffer = io.BytesIO()

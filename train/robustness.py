@@ -63,7 +63,7 @@ def _codec(name: str) -> Degrade:
 def _quiet(gain_db: float) -> Degrade:
     def degrade(recording, generator, others):
         quieter = channels.gain_and_clip(torch.from_numpy(recording)[None], torch.tensor([gain_db]))[0]
-        return (torch.round(quieter * 32767) / 32767).numpy()  # stored as 16-bit PCM, as a recorder would
+        return channels.to_16_bit(quieter).numpy()
 
     return degrade
 
