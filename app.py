@@ -380,7 +380,9 @@ with gr.Blocks(title="Speech emotion recognition") as demo:
                 with gr.Tab("Record or upload"):
                     audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label="Your voice")
                     button = gr.Button("Recognise emotion", variant="primary")
-                with gr.Tab("Live", elem_id="live-tab"):
+                # Rendered with the page, not on first opening: the streaming recorder starts loading its WAV
+                # encoder when it is created, and a Record press before that is done streams nothing (Gradio 6).
+                with gr.Tab("Live", elem_id="live-tab", render_children=True):
                     live_audio = gr.Audio(
                         sources=["microphone"], streaming=True, type="numpy", label="Speak: the meter follows you"
                     )
