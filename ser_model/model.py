@@ -22,6 +22,7 @@ from torchaudio.transforms import MelSpectrogram
 from .audio import CLIP_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
 
 EMOTIONS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+LOG_FLOOR_DB = -100.0  # the log-mel of digital silence: power is floored at 1e-10 before the log
 REPO_URL = "https://github.com/ser-parallel/ser-parallel"
 
 
@@ -46,6 +47,9 @@ class ModelConfig:
     # quiet the pauses are (digital zeros, a quiet room, the hiss of a levelled quiet recording) stops mattering.
     # None keeps the full range, as checkpoints trained before it.
     dynamic_range_db: float | None = None
+    # Subtract each mel band's mean over the window's sounding frames (cepstral mean normalisation): a fixed
+    # microphone or line colouring is a constant per band in dB, so it cancels; so does the utterance's own tilt.
+    normalize_bands: bool = False
     # Calibration, fitted on unseen speakers by train.calibrate: logits are divided by the temperature, and a
     # verdict below `not_sure_below` is shown as "not sure". The defaults leave the model as trained.
     temperature: float = 1.0
@@ -82,7 +86,15 @@ class LogMel(nn.Module):
                 module.register_buffer(name, buffer.contiguous().clone(), persistent=False)
 
     def forward(self, waveform: Tensor) -> Tensor:
-        return 10.0 * torch.log10(self.mel(waveform) + 1e-10)
+        return 10.0 * torch.log10(self.mel(waveform) + 10.0 ** (LOG_FLOOR_DB / 10.0))
+
+
+def subtract_band_means(log_mel: Tensor) -> Tensor:
+    """(B, F, T) dB with each band's mean over the sounding frames subtracted; the zero padding stays as it is."""
+    sounding = log_mel.amax(dim=1, keepdim=True) > LOG_FLOOR_DB + 1.0  # (B, 1, T)
+    weights = sounding.to(log_mel.dtype)
+    means = (log_mel * weights).sum(dim=2, keepdim=True) / weights.sum(dim=2, keepdim=True).clamp(min=1.0)
+    return torch.where(sounding, log_mel - means, log_mel)
 
 
 class ConvBranch(nn.Module):
@@ -211,6 +223,8 @@ class EmotionNet(
         """log_mel: (B, n_mels, n_frames) in dB, as :class:`LogMel` gives it (and as training augments it)."""
         if self.config.dynamic_range_db is not None:
             log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - self.config.dynamic_range_db)
+        if self.config.normalize_bands:
+            log_mel = subtract_band_means(log_mel)
         x = self.input_norm(log_mel)  # (B, F, T)
         embeddings = [cnn(x.unsqueeze(1)) for cnn in self.cnns]  # each (B, 2C)
         temporal, attentions = self.transformer(x, return_attention)  # (B, D), (B, L, H, T', T')

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ser_model import EmotionNet, ModelConfig
+from ser_model.model import subtract_band_means
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -52,3 +53,17 @@ def test_a_dynamic_range_floor_makes_the_level_of_the_pauses_irrelevant():
     unfloored.load_state_dict(model.state_dict())  # the same weights, without the floor
     with torch.no_grad():
         assert not torch.allclose(unfloored.classify(log_mel).logits, unfloored.classify(hiss).logits)
+
+
+def test_band_normalisation_cancels_a_fixed_microphone_colouring_but_not_the_padding():
+    torch.manual_seed(0)
+    model = EmotionNet(ModelConfig(normalize_bands=True)).eval()
+    log_mel = torch.full((1, 64, 301), -100.0)  # zero padding after the voice
+    log_mel[:, :, :200] = torch.randn(1, 64, 200) * 10
+    coloured = log_mel.clone()
+    coloured[:, :, :200] += torch.linspace(-12.0, 6.0, 64)[None, :, None]  # a microphone's tilt, dB per band
+    with torch.no_grad():
+        torch.testing.assert_close(model.classify(log_mel).logits, model.classify(coloured).logits)
+    normalised = subtract_band_means(log_mel)
+    torch.testing.assert_close(normalised[:, :, :200].mean(dim=2), torch.zeros(1, 64))
+    assert (normalised[:, :, 200:] == -100.0).all()  # the padding is still silence

@@ -172,6 +172,16 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, monkeypatch):
         torch.testing.assert_close(a, b)
 
 
+def test_model_options_on_the_command_line_keep_their_types():
+    from train.__main__ import parse_args
+
+    config = parse_args(["--data", "x", "--model", "normalize_bands=false", "dynamic_range_db=60", "n_heads=2"])
+    assert config.model.normalize_bands is False and config.model.dynamic_range_db == 60.0 and config.model.n_heads == 2
+    assert parse_args(["--data", "x", "--model", "normalize_bands=true"]).model.normalize_bands is True
+    with pytest.raises(ValueError, match="true or false"):
+        parse_args(["--data", "x", "--model", "normalize_bands=yes please"])
+
+
 def test_training_cli_writes_a_checkpoint_folder_that_loads(tmp_path):
     config = tiny_config(
         tmp_path, protocols=["actors"], n_folds=3, only_folds=[1], final=True, actors=[1, 2, 3, 4, 5, 6], epochs=1

@@ -89,6 +89,10 @@ def _parse_value(cls, key: str, value: str):
     default = getattr(cls(), key)
     if isinstance(default, list):
         return [type(default[0])(v) for v in value.split(",")]
+    if isinstance(default, bool):  # e.g. normalize_bands=true; bool("false") would be True
+        if value.lower() not in ("true", "false"):
+            raise ValueError(f"{key} takes true or false, not {value!r}")
+        return value.lower() == "true"
     if default is None:  # optional numbers, e.g. dynamic_range_db=60
         return None if value.lower() == "none" else float(value)
     return type(default)(value)
