@@ -11,3 +11,4 @@ run channels-floor60 --model dynamic_range_db=60
 run channels-mild    --reverb-prob 0.2 --noise-prob 0.5 --snr 5 30 --gain-prob 0.2
 run white-only       --noise-types white --snr 15 30 --reverb-prob 0 --telephone-prob 0 --codec-prob 0 --gain-prob 0
 run channels-bandnorm --model normalize_bands=true  # cepstral mean normalisation of the log-mel
+run channels-90ep --epochs 90  # the longer schedule: validation was still rising at epoch 50-60
