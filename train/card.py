@@ -111,7 +111,10 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
             f"| random 80/10/10 clip split (speakers shared), clean test | {random['n']} | {random['accuracy']:.1%} "
             f"| {random['unweighted_recall']:.1%} | {random['macro_f1']:.1%} |"
         )
-        notes.append("Random split: the notebook's protocol, but the test set holds only clean clips.")
+        note = "Random split: the notebook's protocol, but the test set holds only clean clips."
+        if "random_command" in results:  # measured by its own run of the same recipe and seed
+            note += f" Measured by a separate run of the same recipe and seed: `{results['random_command']}`."
+        notes.append(note)
         eval_results += _eval_results(
             "random 80/10/10 split", random["accuracy"], random["unweighted_recall"], random["macro_f1"]
         )
