@@ -12,3 +12,4 @@ run channels-mild    --reverb-prob 0.2 --noise-prob 0.5 --snr 5 30 --gain-prob 0
 run white-only       --noise-types white --snr 15 30 --reverb-prob 0 --telephone-prob 0 --codec-prob 0 --gain-prob 0
 run channels-bandnorm --model normalize_bands=true  # cepstral mean normalisation of the log-mel
 run channels-90ep --epochs 90  # the longer schedule: validation was still rising at epoch 50-60
+run channels-90ep-p30 --epochs 90 --patience 30  # the same, with patience scaled to the schedule
