@@ -282,10 +282,12 @@ def compare(path_a: str | None, path_b: str | None) -> str:
     def cell(p: float, take: str) -> str:
         return f"<td><div class='bar {take}' style='width:{100 * p:.0f}%'></div>{p:.0%}</td>"
 
-    rows = "".join(
-        f"<tr><td>{EMOJI.get(label, '')} {label}</td>{cell(pa, 'a')}{cell(pb, 'b')}<td>{100 * (pb - pa):+.0f}</td></tr>"
-        for label, pa, pb in zip(a.probabilities, a.probabilities.values(), b.probabilities.values())
-    )
+    def row(label: str) -> str:
+        pa, pb = a.probabilities[label], b.probabilities[label]
+        name = f"<td>{EMOJI.get(label, '')} {label}</td>"
+        return f"<tr>{name}{cell(pa, 'a')}{cell(pb, 'b')}<td>{100 * (pb - pa):+.0f}</td></tr>"
+
+    rows = "".join(row(label) for label in a.probabilities)
     return (
         "<div class='compare'>"
         f"<div class='takes'><div><b>Take A</b>{verdict_html(a)}</div><div><b>Take B</b>{verdict_html(b)}</div></div>"
