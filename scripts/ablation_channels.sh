@@ -13,3 +13,6 @@ run white-only       --noise-types white --snr 15 30 --reverb-prob 0 --telephone
 run channels-bandnorm --model normalize_bands=true  # cepstral mean normalisation of the log-mel
 run channels-90ep --epochs 90  # the longer schedule: validation was still rising at epoch 50-60
 run channels-90ep-p30 --epochs 90 --patience 30  # the same, with patience scaled to the schedule
+run channels-ema --ema-decay 0.995  # validate and keep an exponential moving average of the weights
+run channels-ema-speed08-12 --ema-decay 0.995 --speed 0.8 0.9 1.0 1.1 1.2  # wider speed perturbation
+run channels-ema-hiss --ema-decay 0.995 --hiss-prob 0.5  # a microphone hiss 35-65 dB below the voice on half the clips

@@ -75,6 +75,17 @@ def test_reverberation_keeps_the_length():
     assert channels.reverberate(x, response[None]).shape == x.shape
 
 
+def test_microphone_hiss_lies_where_it_claims_below_the_voice():
+    config = ChannelConfig(reverb_prob=0, noise_prob=0, hiss_prob=1, telephone_prob=0, codec_prob=0, gain_prob=0)
+    recordings = [recording(1.0 + 0.3 * s, seed=s) for s in range(4)]
+    hissing = ChannelAugment(config, seed=0)(recordings, torch.Generator().manual_seed(0))
+    x, lengths = batch(*recordings)
+    voice = channels.speech_power(x, lengths)
+    for i, (degraded, original) in enumerate(zip(hissing, recordings)):
+        snr_db = 10 * np.log10(voice[i].item() / np.mean((degraded - original) ** 2))
+        assert config.hiss_snr_db[0] - 0.1 <= snr_db <= config.hiss_snr_db[1] + 0.1
+
+
 def test_telephone_keeps_the_voice_band_only():
     x, _ = batch(channels.coloured_noise((1, 2 * SAMPLE_RATE), "white", torch.Generator().manual_seed(0))[0].numpy())
     phone = channels.telephone(0.1 * x)

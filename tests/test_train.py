@@ -148,8 +148,9 @@ def test_short_real_training_lowers_the_loss_and_beats_chance(tmp_path):
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path, monkeypatch):
     import train.train as loop
 
-    # Every channel augmentation on, codecs included: resume must replay their draws exactly.
-    config = tiny_config(tmp_path, epochs=3, patience=100, channels=ChannelConfig(codec_prob=0.5))
+    # Every channel augmentation on, codecs included, and the weight average: resume must replay them exactly.
+    channels = ChannelConfig(codec_prob=0.5, hiss_prob=0.5)
+    config = tiny_config(tmp_path, epochs=3, patience=100, channels=channels, ema_decay=0.9)
     corpus = load_corpus([c for c in parse_ravdess(RAVDESS_DIR) if c.actor in config.actors], config)
     args = (corpus, list(range(40, len(corpus.clips))), list(range(40)))
 
@@ -170,6 +171,22 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, monkeypatch):
     assert [h["train_loss"] for h in history] == pytest.approx([h["train_loss"] for h in straight_history], abs=1e-6)
     for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()):
         torch.testing.assert_close(a, b)
+    with pytest.raises(ValueError, match="ema-decay"):  # a run resumes only with the weight average it began with
+        fit(replace(config, resume=True, ema_decay=0.0), *args, tmp_path / "stopped")
+
+
+def test_weight_average_warms_up_then_moves_by_one_minus_decay():
+    from train.train import ema_update
+
+    update = ema_update(0.99)
+    averaged, current = [torch.zeros(3)], [torch.ones(3)]
+    update(averaged, current, torch.tensor(0))  # first update: decay (1 + 0) / (10 + 0), so 90% of the way
+    torch.testing.assert_close(averaged[0], torch.full((3,), 0.9))
+    update(averaged, current, torch.tensor(10_000))  # warmed up: decay 0.99
+    torch.testing.assert_close(averaged[0], torch.full((3,), 0.9 + 0.1 * 0.01))
+    counters = [torch.tensor(3)]
+    update(counters, [torch.tensor(7)], torch.tensor(5))  # integer buffers are copied, not averaged
+    assert counters[0].item() == 7
 
 
 def test_model_options_on_the_command_line_keep_their_types():

@@ -7,6 +7,8 @@ from ser_model.model import ModelConfig
 from .augment import ChannelConfig
 from .train import PROTOCOLS, TrainConfig, main
 
+CHANNELS = ("reverb", "noise", "hiss", "telephone", "codec", "gain")  # each has a --NAME-prob option
+
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
     defaults = TrainConfig()
@@ -29,8 +31,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--patience", type=int, default=defaults.patience)
+    parser.add_argument(
+        "--ema-decay", type=float, default=defaults.ema_decay, help="weight average kept and shipped; 0 = off"
+    )
     channel = parser.add_argument_group("channel augmentation (before trimming, as the app hears; 0 turns one off)")
-    for name in ("reverb", "noise", "telephone", "codec", "gain"):
+    for name in CHANNELS:
         channel.add_argument(f"--{name}-prob", type=float, default=getattr(defaults.channels, f"{name}_prob"))
     channel.add_argument(
         "--noise-types", nargs="+", default=defaults.channels.noise_types, choices=["white", "pink", "brown", "babble"]
@@ -77,7 +82,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         **{k: _parse_value(ModelConfig, k, v) for k, v in (kv.split("=", 1) for kv in args.pop("model"))}
     )
     channels = ChannelConfig(
-        **{f"{name}_prob": args.pop(f"{name}_prob") for name in ("reverb", "noise", "telephone", "codec", "gain")},
+        **{f"{name}_prob": args.pop(f"{name}_prob") for name in CHANNELS},
         noise_types=args.pop("noise_types"),
         snr_db=tuple(args.pop("snr")),
         rt60=tuple(args.pop("rt60")),

@@ -26,6 +26,11 @@ class ChannelConfig:
     noise_prob: float = 0.67  # the notebook trained on 2 noisy copies per clean clip
     noise_types: list[str] = field(default_factory=lambda: ["white", "pink", "brown", "babble"])
     snr_db: tuple[float, float] = (0.0, 30.0)
+    # A microphone's own hiss, far below the voice. RAVDESS's pauses lie ~80 dB below its voices, a laptop
+    # microphone's hiss 40-60 dB, and a voice recorded 40 dB too quietly keeps 16-bit rounding noise ~50 dB
+    # down: a floor the 0-30 dB noise above never shows the model.
+    hiss_prob: float = 0.0
+    hiss_snr_db: tuple[float, float] = (35.0, 65.0)
     telephone_prob: float = 0.1
     codec_prob: float = 0.1  # rows drawn from the cached MP3 / Opus copies of the unsped recording
     gain_prob: float = 0.25
@@ -37,9 +42,10 @@ class ChannelConfig:
 class ChannelAugment:
     """Degrades a batch of raw training recordings as rooms, microphones and phone lines do.
 
-    Each row draws its own channel: room reverberation, then noise of one type, then a phone line, then the
-    microphone's gain with clipping and 16-bit quantisation. The impulse responses and noise tracks are drawn
-    once from ``seed`` (disjoint from the robustness benchmark's); every draw per batch comes from ``generator``.
+    Each row draws its own channel: room reverberation, then noise of one type, then the microphone's hiss,
+    then a phone line, then the microphone's gain with clipping and 16-bit quantisation. The impulse responses
+    and noise tracks are drawn once from ``seed`` (disjoint from the robustness benchmark's); every draw per
+    batch comes from ``generator``.
     """
 
     def __init__(self, config: ChannelConfig, seed: int):
@@ -61,6 +67,8 @@ class ChannelAugment:
             for colour in channels.NOISE_EXPONENTS
             if colour in config.noise_types
         }
+        if config.hiss_prob > 0:  # drawn last, so the banks above do not depend on it
+            self.hiss_tracks = channels.coloured_noise((config.n_noise_tracks, n), "white", bank)
 
     def __call__(self, recordings: list[np.ndarray], generator: torch.Generator) -> list[np.ndarray]:
         config, B = self.config, len(recordings)
@@ -88,6 +96,10 @@ class ChannelAugment:
                     noise[chosen] = _crops(self.noise_tracks[kind], int(chosen.sum()), n, generator)
             snr_db = torch.empty(B).uniform_(*config.snr_db, generator=generator)
             x[rows] = channels.add_noise(x[rows], lengths[rows], noise[rows], snr_db[rows])
+        if config.hiss_prob > 0 and (rows := draw(config.hiss_prob)).any():  # off: earlier recipes' draws unchanged
+            hiss = _crops(self.hiss_tracks, int(rows.sum()), n, generator)
+            snr_db = torch.empty(int(rows.sum())).uniform_(*config.hiss_snr_db, generator=generator)
+            x[rows] = channels.add_noise(x[rows], lengths[rows], hiss, snr_db)
         if (rows := draw(config.telephone_prob)).any():
             x[rows] = channels.telephone(x[rows]) * valid[rows]
         if (rows := draw(config.gain_prob)).any():

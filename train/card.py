@@ -66,7 +66,8 @@ shared speakers with training and included noisy copies of test clips.
   ({{ clips_per_second }} clips/s).
 - Augmentation (training only): {{ augmentation }}.
 - Optimiser: AdamW (lr {{ lr }}, weight decay {{ weight_decay }} on weight matrices), warm-up then cosine
-  decay, label smoothing {{ label_smoothing }}, batch {{ batch_size }}, up to {{ epochs }} epochs, seed {{ seed }}.
+  decay, label smoothing {{ label_smoothing }}, batch {{ batch_size }}, up to {{ epochs }} epochs, seed {{ seed }};
+  {{ weight_average }}.
 - Reproduce: `{{ command }}`
 
 ## Intended use and limits
@@ -197,6 +198,11 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
         batch_size=config.batch_size,
         epochs=config.epochs,
         seed=config.seed,
+        weight_average=(
+            f"the weights validated and shipped are an exponential moving average (decay {config.ema_decay})"
+            if config.ema_decay
+            else "the weights shipped are the best epoch's own"
+        ),
         command=results.get("command", "python -m train --data DIR").replace(" --resume", ""),
         citation=RAVDESS_CITATION,
     )
@@ -217,6 +223,9 @@ def _channel_augmentation(channels: ChannelConfig) -> list[str]:
         kinds = ", ".join(channels.noise_types)
         snr = f"{channels.snr_db[0]:.0f}-{channels.snr_db[1]:.0f} dB SNR"
         parts.append(f"noise ({kinds}) at {snr} on {channels.noise_prob:.0%}")
+    if channels.hiss_prob:
+        snr = f"{channels.hiss_snr_db[0]:.0f}-{channels.hiss_snr_db[1]:.0f} dB below the voice"
+        parts.append(f"microphone hiss (white) at {snr} on {channels.hiss_prob:.0%}")
     if channels.telephone_prob:
         parts.append(f"telephone band (300-3400 Hz, 8 kHz, mu-law) on {channels.telephone_prob:.0%}")
     if channels.codec_prob:
