@@ -175,6 +175,24 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, monkeypatch):
         fit(replace(config, resume=True, ema_decay=0.0), *args, tmp_path / "stopped")
 
 
+def test_consistency_loss_shows_the_model_each_clip_degraded_and_clean(tmp_path, monkeypatch):
+    config = tiny_config(tmp_path, epochs=1, consistency_weight=1.0)
+    corpus = load_corpus([c for c in parse_ravdess(RAVDESS_DIR) if c.actor in config.actors], config)
+    rows = []
+    real_classify = EmotionNet.classify
+
+    def counting_classify(self, log_mel, **kwargs):
+        rows.append(len(log_mel))
+        return real_classify(self, log_mel, **kwargs)
+
+    monkeypatch.setattr(EmotionNet, "classify", counting_classify)
+    _, history = fit(config, corpus, list(range(20, len(corpus.clips))), list(range(20)), tmp_path / "run")
+    assert np.isfinite(history[0]["train_loss"])
+    assert rows[0] == 2 * config.batch_size  # each degraded clip and its clean view, in one batch
+    with pytest.raises(ValueError, match="mixup"):
+        fit(replace(config, mixup_alpha=0.2), corpus, list(range(20, 120)), list(range(20)), tmp_path / "mixed")
+
+
 def test_weight_average_warms_up_then_moves_by_one_minus_decay():
     from train.train import ema_update
 

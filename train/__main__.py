@@ -58,6 +58,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     )
     parser.add_argument("--spec-augment", action=argparse.BooleanOptionalAction, default=defaults.spec_augment)
     parser.add_argument("--mixup", type=float, default=defaults.mixup_alpha, dest="mixup_alpha", help="alpha; 0 = off")
+    parser.add_argument(
+        "--consistency",
+        type=float,
+        default=defaults.consistency_weight,
+        dest="consistency_weight",
+        help="weight of the clean/degraded consistency loss; 0 = off",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=defaults.threads)
     parser.add_argument("--device", default=defaults.device)

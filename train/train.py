@@ -71,6 +71,10 @@ class TrainConfig:
     time_shift: bool = False
     spec_augment: bool = False
     mixup_alpha: float = 0.0  # 0 turns mixup off
+    # > 0: each degraded clip is also seen clean, and the KL divergence of its degraded prediction from its
+    # clean one (a fixed target) is added with this weight, so noise is taught not to move the verdict.
+    # Doubles the model's share of each step.
+    consistency_weight: float = 0.0
     # machinery
     seed: int = 0
     threads: int = 2
@@ -166,6 +170,7 @@ def train_one_epoch(
     config: TrainConfig,
     device: torch.device,
     ema: AveragedModel | None,
+    clean_views: list[list[np.ndarray]] | None = None,
     *,
     epoch: int,
 ) -> float:
@@ -174,6 +179,8 @@ def train_one_epoch(
     ``variants[v][i]`` is recording ``i`` at speed variant ``v`` and ``codec_copies[c][i]`` its copy through
     codec ``c``; each example draws one of them. The recording is degraded by ``augment`` and then trimmed and
     levelled by ``prepare_speech``, exactly as the app treats a recording that arrives degraded.
+    ``clean_views`` (for the consistency loss) holds each source's clean, prepared speech, in the order of
+    ``variants + codec_copies``.
     """
     rank, world = _rank_and_world()
     rng = np.random.default_rng([config.seed, epoch])  # seeded per epoch so --resume replays exactly
@@ -199,6 +206,9 @@ def train_one_epoch(
         recordings = [sources[v][i] for v, i in zip(source, batch)]
         speech = prepare_batch(augment(recordings, generator), recordings)
         waveform = place_in_window(speech, model.config.n_samples, rng if config.time_shift else None)
+        if clean_views is not None:  # the same clips, clean, after the degraded ones
+            clean = [clean_views[v][i] for v, i in zip(source, batch)]
+            waveform = torch.cat([waveform, place_in_window(clean, model.config.n_samples, None)])
         waveform, targets = waveform.to(device), torch.from_numpy(labels[batch]).to(device)
 
         log_mel = model.frontend(waveform)
@@ -211,6 +221,16 @@ def train_one_epoch(
             loss = weight * F.cross_entropy(logits, targets_a, label_smoothing=config.label_smoothing) + (
                 1 - weight
             ) * F.cross_entropy(logits, targets_b, label_smoothing=config.label_smoothing)
+        elif clean_views is not None:
+            logits, clean_logits = logits.chunk(2)
+            consistency = F.kl_div(
+                F.log_softmax(logits, dim=1), F.softmax(clean_logits.detach(), dim=1), reduction="batchmean"
+            )
+            loss = (
+                F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
+                + F.cross_entropy(clean_logits, targets, label_smoothing=config.label_smoothing)
+                + config.consistency_weight * consistency
+            )
         else:
             loss = F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
 
@@ -271,6 +291,13 @@ def fit(
     train_labels, val_labels = corpus.labels[fit_idx], corpus.labels[val_idx]
     val_speech = [corpus.speech[i] for i in val_idx]
     augment = ChannelAugment(config.channels, seed=config.seed)
+    clean_views = None
+    if config.consistency_weight > 0:
+        if config.mixup_alpha > 0:
+            raise ValueError("The consistency loss compares a clip with itself; it cannot be combined with mixup.")
+        unsped = train_variants[config.speed_factors.index(1.0)] if 1.0 in config.speed_factors else train_recordings
+        clean_views = [[prepare_speech(r) for r in recordings] for recordings in train_variants]
+        clean_views += [[prepare_speech(r) for r in unsped]] * len(train_codec_copies)  # codecs copy the unsped clip
     classifier = LogMelClassifier(model)
     if world > 1:
         classifier = DistributedDataParallel(classifier)
@@ -290,6 +317,7 @@ def fit(
             config,
             device,
             ema,
+            clean_views,
             epoch=epoch,
         )
         if world > 1:  # BatchNorm statistics are per process; rank 0's make every rank judge the same model
