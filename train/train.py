@@ -169,18 +169,18 @@ def train_one_epoch(
     augment: ChannelAugment,
     config: TrainConfig,
     device: torch.device,
-    ema: AveragedModel | None,
-    clean_views: list[list[np.ndarray]] | None = None,
     *,
     epoch: int,
+    ema: AveragedModel | None = None,
+    clean_views: list[list[np.ndarray]] | None = None,
 ) -> float:
     """One pass over the training clips in a seeded order; returns the mean training loss.
 
     ``variants[v][i]`` is recording ``i`` at speed variant ``v`` and ``codec_copies[c][i]`` its copy through
     codec ``c``; each example draws one of them. The recording is degraded by ``augment`` and then trimmed and
-    levelled by ``prepare_speech``, exactly as the app treats a recording that arrives degraded.
-    ``clean_views`` (for the consistency loss) holds each source's clean, prepared speech, in the order of
-    ``variants + codec_copies``.
+    levelled by ``prepare_speech``, exactly as the app treats a recording that arrives degraded. ``ema``, if
+    given, is updated after every step; ``clean_views`` (for the consistency loss) holds each source's clean,
+    prepared speech, in the order of ``variants + codec_copies``.
     """
     rank, world = _rank_and_world()
     rng = np.random.default_rng([config.seed, epoch])  # seeded per epoch so --resume replays exactly
@@ -268,8 +268,9 @@ def fit(
     torch.manual_seed(config.seed)
     model = EmotionNet(config.model).to(device)
     optimizer = configure_optimizer(model, config)
-    ema = AveragedModel(model, multi_avg_fn=ema_update(config.ema_decay), use_buffers=True)
-    ema = ema if config.ema_decay > 0 else None
+    ema = None
+    if config.ema_decay > 0:
+        ema = AveragedModel(model, multi_avg_fn=ema_update(config.ema_decay), use_buffers=True)
     judged = ema.module if ema is not None else model  # the weights validated, kept and shipped
     start_epoch, history, best_state, best_ua, stale = 0, [], None, -1.0, 0
 
@@ -295,9 +296,8 @@ def fit(
     if config.consistency_weight > 0:
         if config.mixup_alpha > 0:
             raise ValueError("The consistency loss compares a clip with itself; it cannot be combined with mixup.")
-        unsped = train_variants[config.speed_factors.index(1.0)] if 1.0 in config.speed_factors else train_recordings
         clean_views = [[prepare_speech(r) for r in recordings] for recordings in train_variants]
-        clean_views += [[prepare_speech(r) for r in unsped]] * len(train_codec_copies)  # codecs copy the unsped clip
+        clean_views += [[corpus.speech[i] for i in fit_idx]] * len(train_codec_copies)  # codecs copy the unsped clip
     classifier = LogMelClassifier(model)
     if world > 1:
         classifier = DistributedDataParallel(classifier)
@@ -316,9 +316,9 @@ def fit(
             augment,
             config,
             device,
-            ema,
-            clean_views,
             epoch=epoch,
+            ema=ema,
+            clean_views=clean_views,
         )
         if world > 1:  # BatchNorm statistics are per process; rank 0's make every rank judge the same model
             for buffer in [*model.buffers(), *judged.buffers()]:
