@@ -17,4 +17,5 @@ run channels-ema --ema-decay 0.995  # validate and keep an exponential moving av
 run channels-ema-speed08-12 --ema-decay 0.995 --speed 0.8 0.9 1.0 1.1 1.2  # wider speed perturbation
 run channels-ema-hiss --ema-decay 0.995 --hiss-prob 0.5  # a microphone hiss 35-65 dB below the voice on half the clips
 run channels-consistency --consistency 1.0  # the KL of each degraded clip's prediction from its clean view
-run channels-seed1 --seed 1  # the shipped recipe again with another seed: how far apart two draws of one recipe land
+run channels-seed1 --seed 1  # the shipped recipe with other seeds: how far apart two draws of one recipe land,
+run channels-seed2 --seed 2  # and what an ensemble of seeds gives (python scripts/ablation_summary.py --ensemble)

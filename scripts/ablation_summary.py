@@ -2,11 +2,45 @@
 
 python scripts/ablation_summary.py [runs/ablation]                # clean accuracy per variant
 python scripts/ablation_summary.py --channels [runs/ablation-channels]   # and accuracy under each condition
+python scripts/ablation_summary.py --ensemble RUN RUN ...         # each run's folds, and their probabilities' mean
 """
 
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
+
+
+def print_ensemble(run_dirs: list[Path]) -> None:
+    """Clean accuracy on each fold's held-out actors of each run (same folds, e.g. other seeds) and of the mean
+    of their probabilities: what an ensemble of the runs would score on speakers none of them heard."""
+    print("| fold | test actors | " + " | ".join(d.name for d in run_dirs) + " | ensemble | agreement |")
+    print("|---|---|" + "---|" * (len(run_dirs) + 2))
+    folds = sorted(
+        set.intersection(*({p.parent.name for p in d.glob("runs/actors-fold*/result.json")} for d in run_dirs))
+    )
+    scores = []
+    for fold in folds:
+        results = [json.loads((d / "runs" / fold / "result.json").read_text()) for d in run_dirs]
+        actors, labels = results[0]["test_actors"], results[0]["labels"]
+        rows = [line.split(",") for line in (run_dirs[0] / "clips.csv").read_text().splitlines()[1:]]
+        truth = np.array([labels.index(row[1]) for row in rows if int(row[5]) in actors])
+        probabilities = [np.array(r["probabilities"]) for r in results]
+        single = [(p.argmax(1) == truth).mean() for p in probabilities]
+        ensemble = (np.mean(probabilities, axis=0).argmax(1) == truth).mean()
+        agreement = np.mean([(p.argmax(1) == probabilities[0].argmax(1)).mean() for p in probabilities[1:]])
+        scores.append([*single, ensemble, agreement])
+        cells = " | ".join(f"{a:.1%}" for a in single)
+        print(f"| {fold[-1]} | {actors} | {cells} | **{ensemble:.1%}** | {agreement:.0%} |")
+    *single, ensemble, agreement = np.mean(scores, axis=0)
+    cells = " | ".join(f"{a:.1%}" for a in single)
+    print(f"| mean | {len(folds)} folds | {cells} | **{ensemble:.1%}** | {agreement:.0%} |")
+
+
+if "--ensemble" in sys.argv:
+    print_ensemble([Path(a) for a in sys.argv[1:] if a != "--ensemble"])
+    sys.exit()
 
 channels = "--channels" in sys.argv
 args = [a for a in sys.argv[1:] if a != "--channels"]
