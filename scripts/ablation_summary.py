@@ -5,6 +5,7 @@ python scripts/ablation_summary.py --channels [runs/ablation-channels]   # and a
 python scripts/ablation_summary.py --ensemble RUN RUN ...         # each run's folds, and their probabilities' mean
 """
 
+import csv
 import json
 import sys
 from pathlib import Path
@@ -20,12 +21,13 @@ def print_ensemble(run_dirs: list[Path]) -> None:
     folds = sorted(
         set.intersection(*({p.parent.name for p in d.glob("runs/actors-fold*/result.json")} for d in run_dirs))
     )
+    with open(run_dirs[0] / "clips.csv", newline="") as table:
+        clips = list(csv.DictReader(table))  # in corpus order, which each fold's probabilities follow
     scores = []
     for fold in folds:
         results = [json.loads((d / "runs" / fold / "result.json").read_text()) for d in run_dirs]
         actors, labels = results[0]["test_actors"], results[0]["labels"]
-        rows = [line.split(",") for line in (run_dirs[0] / "clips.csv").read_text().splitlines()[1:]]
-        truth = np.array([labels.index(row[1]) for row in rows if int(row[5]) in actors])
+        truth = np.array([labels.index(c["emotion"]) for c in clips if int(c["actor"]) in actors])
         probabilities = [np.array(r["probabilities"]) for r in results]
         single = [(p.argmax(1) == truth).mean() for p in probabilities]
         ensemble = (np.mean(probabilities, axis=0).argmax(1) == truth).mean()

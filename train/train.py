@@ -296,8 +296,12 @@ def fit(
     if config.consistency_weight > 0:
         if config.mixup_alpha > 0:
             raise ValueError("The consistency loss compares a clip with itself; it cannot be combined with mixup.")
-        clean_views = [[prepare_speech(r) for r in recordings] for recordings in train_variants]
-        clean_views += [[corpus.speech[i] for i in fit_idx]] * len(train_codec_copies)  # codecs copy the unsped clip
+        unsped = [corpus.speech[i] for i in fit_idx]  # prepared once already, by load_corpus
+        clean_views = [
+            unsped if factor == 1.0 else [prepare_speech(r) for r in recordings]
+            for factor, recordings in zip(config.speed_factors, train_variants)
+        ]
+        clean_views += [unsped] * len(train_codec_copies)  # codecs copy the unsped clip
     classifier = LogMelClassifier(model)
     if world > 1:
         classifier = DistributedDataParallel(classifier)
@@ -321,7 +325,7 @@ def fit(
             clean_views=clean_views,
         )
         if world > 1:  # BatchNorm statistics are per process; rank 0's make every rank judge the same model
-            for buffer in [*model.buffers(), *judged.buffers()]:
+            for buffer in [*model.buffers(), *(ema.module.buffers() if ema is not None else [])]:
                 dist.broadcast(buffer, src=0)
         val = evaluate(judged, val_speech, val_labels, device)
         history.append(
