@@ -19,3 +19,6 @@ run channels-ema-hiss --ema-decay 0.995 --hiss-prob 0.5  # a microphone hiss 35-
 run channels-consistency --consistency 1.0  # the KL of each degraded clip's prediction from its clean view
 run channels-seed1 --seed 1  # the shipped recipe with other seeds: how far apart two draws of one recipe land,
 run channels-seed2 --seed 2  # and what an ensemble of seeds gives (python scripts/ablation_summary.py --ensemble)
+# Distillation: one model of the shipped size taught by the three seeds' models of the same fold (their mean
+# scored 62.5% on folds 1-2); half the loss is the KL from the teachers' mean probabilities at temperature 2.
+run channels-distill3 --teachers runs/ship runs/ablation-channels/channels-seed1 runs/ablation-channels/channels-seed2

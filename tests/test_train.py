@@ -173,6 +173,8 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, monkeypatch):
         torch.testing.assert_close(a, b)
     with pytest.raises(ValueError, match="ema-decay"):  # a run resumes only with the weight average it began with
         fit(replace(config, resume=True, ema_decay=0.0), *args, tmp_path / "stopped")
+    with pytest.raises(ValueError, match="teachers"):  # ... and the teachers it began with
+        fit(replace(config, resume=True, teachers=[str(tmp_path)]), *args, tmp_path / "stopped")
 
 
 def test_consistency_loss_shows_the_model_each_clip_degraded_and_clean(tmp_path, monkeypatch):
@@ -191,6 +193,50 @@ def test_consistency_loss_shows_the_model_each_clip_degraded_and_clean(tmp_path,
     assert rows[0] == 2 * config.batch_size  # each degraded clip and its clean view, in one batch
     with pytest.raises(ValueError, match="mixup"):
         fit(replace(config, mixup_alpha=0.2), corpus, list(range(20, 120)), list(range(20)), tmp_path / "mixed")
+
+
+def test_distillation_loss_is_zero_at_the_teacher_and_pulls_towards_it():
+    from train.distill import distillation_loss
+
+    teacher_logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.5]])
+    for temperature in (1.0, 2.0):
+        taught = torch.softmax(teacher_logits / temperature, dim=1)
+        assert distillation_loss(teacher_logits, taught, temperature).item() == pytest.approx(0.0, abs=1e-6)
+    student = torch.zeros(2, 3, requires_grad=True)
+    taught = torch.softmax(teacher_logits, dim=1)
+    distillation_loss(student, taught, 1.0).backward()
+    # The gradient of KL(p || softmax(s)) is (softmax(s) - p) / batch: a step against it moves towards p.
+    torch.testing.assert_close(student.grad, (torch.full((2, 3), 1 / 3) - taught) / 2)
+
+
+def test_distillation_brings_the_student_to_its_teachers_and_refuses_teachers_that_heard_held_out_actors(tmp_path):
+    from train.distill import load_teachers
+
+    # Three folds of actors 1-6: each fold trains on 2 actors, stops early on 2 and tests on 2.
+    config = tiny_config(tmp_path, protocols=["actors"], n_folds=3, only_folds=[1], actors=[1, 2, 3, 4, 5, 6])
+    teacher = tmp_path / "teacher"
+    main(replace(config, out=str(teacher), seed=1, epochs=3))
+    main(replace(config, out=str(tmp_path / "student"), teachers=[str(teacher)], distill_weight=1.0))
+    main(replace(config, out=str(tmp_path / "alone")))
+
+    def held_out_probabilities(out: Path) -> np.ndarray:
+        return np.asarray(json.loads((out / "runs" / "actors-fold1" / "result.json").read_text())["probabilities"])
+
+    taught = held_out_probabilities(teacher)
+
+    def divergence(out: Path) -> float:  # KL(teacher || model) on the fold's held-out actors
+        p = held_out_probabilities(out)
+        return float(np.mean(np.sum(taught * (np.log(taught + 1e-9) - np.log(p + 1e-9)), axis=1)))
+
+    assert divergence(tmp_path / "student") < divergence(tmp_path / "alone")
+
+    # The teacher's fold 1 trained on actors 3 and 4 (tests on 1, 2; stops early on 5, 6).
+    cpu = torch.device("cpu")
+    assert len(load_teachers([str(teacher)], "actors-fold1", {3, 4}, config.model, cpu)) == 1
+    with pytest.raises(ValueError, match="holds out"):  # a student tested on actor 3 must not learn from it
+        load_teachers([str(teacher)], "actors-fold1", {4, 5}, config.model, cpu)
+    with pytest.raises(ValueError, match="no finished"):  # the random split shares actors: nothing to check
+        load_teachers([str(teacher)], "random", {1, 2, 3, 4, 5, 6}, config.model, cpu)
 
 
 def test_weight_average_warms_up_then_moves_by_one_minus_decay():

@@ -65,6 +65,16 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         dest="consistency_weight",
         help="weight of the clean/degraded consistency loss; 0 = off",
     )
+    distill = parser.add_argument_group("distillation (train/distill.py)")
+    distill.add_argument(
+        "--teachers",
+        nargs="+",
+        default=defaults.teachers,
+        metavar="RUN_FOLDER",
+        help="output folders of earlier runs with the same folds; their models of each fold (and final) teach",
+    )
+    distill.add_argument("--distill-weight", type=float, default=defaults.distill_weight, help="0..1")
+    distill.add_argument("--distill-temperature", type=float, default=defaults.distill_temperature)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=defaults.threads)
     parser.add_argument("--device", default=defaults.device)

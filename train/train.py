@@ -33,10 +33,12 @@ from ser_model.model import EmotionNet, ModelConfig
 from .augment import ChannelAugment, ChannelConfig, change_speed, mixup, place_in_window, prepare_batch, spec_augment
 from .channels import CODECS
 from .data import Clip, actor_folds, load_recordings, parse_ravdess, random_split, validation_actors, write_table
+from .distill import distillation_loss, ensemble_probabilities, load_teachers
 from .metrics import classification_metrics, plot_confusion, plot_curves
 from .robustness import score_conditions, summarize_conditions
 
 PROTOCOLS = ("actors", "random")
+DISTILLATION_SETTINGS = ("teachers", "distill_weight", "distill_temperature")  # a run resumes only with its own
 
 
 @dataclass
@@ -75,6 +77,13 @@ class TrainConfig:
     # clean one (a fixed target) is added with this weight, so noise is taught not to move the verdict.
     # Doubles the model's share of each step.
     consistency_weight: float = 0.0
+    # Distillation (train/distill.py): output folders of earlier runs whose models of the same run (fold, final)
+    # teach this one. The loss is (1 - distill_weight) x the task's loss + distill_weight x the KL divergence
+    # from the mean of the teachers' probabilities, both at distill_temperature, on the very inputs the
+    # student sees. Teachers cost a forward pass each per step.
+    teachers: list[str] = field(default_factory=list)
+    distill_weight: float = 0.5
+    distill_temperature: float = 2.0
     # machinery
     seed: int = 0
     threads: int = 2
@@ -173,6 +182,7 @@ def train_one_epoch(
     epoch: int,
     ema: AveragedModel | None = None,
     clean_views: list[list[np.ndarray]] | None = None,
+    teachers: list[EmotionNet] = (),
 ) -> float:
     """One pass over the training clips in a seeded order; returns the mean training loss.
 
@@ -180,7 +190,8 @@ def train_one_epoch(
     codec ``c``; each example draws one of them. The recording is degraded by ``augment`` and then trimmed and
     levelled by ``prepare_speech``, exactly as the app treats a recording that arrives degraded. ``ema``, if
     given, is updated after every step; ``clean_views`` (for the consistency loss) holds each source's clean,
-    prepared speech, in the order of ``variants + codec_copies``.
+    prepared speech, in the order of ``variants + codec_copies``; ``teachers`` (for distillation) score the
+    same log-mel the model sees.
     """
     rank, world = _rank_and_world()
     rng = np.random.default_rng([config.seed, epoch])  # seeded per epoch so --resume replays exactly
@@ -222,17 +233,22 @@ def train_one_epoch(
                 1 - weight
             ) * F.cross_entropy(logits, targets_b, label_smoothing=config.label_smoothing)
         elif clean_views is not None:
-            logits, clean_logits = logits.chunk(2)
+            degraded_logits, clean_logits = logits.chunk(2)
             consistency = F.kl_div(
-                F.log_softmax(logits, dim=1), F.softmax(clean_logits.detach(), dim=1), reduction="batchmean"
+                F.log_softmax(degraded_logits, dim=1), F.softmax(clean_logits.detach(), dim=1), reduction="batchmean"
             )
             loss = (
-                F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
+                F.cross_entropy(degraded_logits, targets, label_smoothing=config.label_smoothing)
                 + F.cross_entropy(clean_logits, targets, label_smoothing=config.label_smoothing)
                 + config.consistency_weight * consistency
             )
         else:
             loss = F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
+        if teachers:
+            taught = ensemble_probabilities(teachers, log_mel, config.distill_temperature)
+            loss = (1 - config.distill_weight) * loss + config.distill_weight * distillation_loss(
+                logits, taught, config.distill_temperature
+            )
 
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -262,6 +278,7 @@ def fit(
 ) -> tuple[EmotionNet, list[dict]]:
     """Train on ``corpus`` clips ``fit_idx`` with early stopping on the UA of clean clips ``val_idx``.
 
+    With ``config.teachers``, each teacher folder's run named as ``run_dir`` (``actors-foldK``, ``final``) teaches.
     Returns the best model and the per-epoch history."""
     rank, world = _rank_and_world()
     device = _device(config)
@@ -283,6 +300,9 @@ def fit(
             raise ValueError(f"{checkpoint_file} was trained with a different --ema-decay setting; resume it with that")
         if ema is not None:
             ema.load_state_dict(checkpoint["ema"])
+        begun = json.loads(checkpoint["config"])
+        if any(begun.get(k, getattr(config, k)) != getattr(config, k) for k in DISTILLATION_SETTINGS):
+            raise ValueError(f"{checkpoint_file} was trained with other --teachers or distillation settings")
         start_epoch, history = checkpoint["epoch"], json.loads(checkpoint["history"])
         best_state, best_ua, stale = checkpoint["best_model"], checkpoint["best_ua"], checkpoint["stale"]
         _log(f"resuming {run_dir.name} after epoch {start_epoch}")
@@ -302,6 +322,10 @@ def fit(
             for factor, recordings in zip(config.speed_factors, train_variants)
         ]
         clean_views += [unsped] * len(train_codec_copies)  # codecs copy the unsped clip
+    fit_actors = {corpus.clips[i].actor for i in fit_idx}
+    teachers = load_teachers(config.teachers, run_dir.name, fit_actors, config.model, device) if config.teachers else []
+    if teachers:
+        _log(f"{run_dir.name}: distilling from {len(teachers)} teachers ({', '.join(config.teachers)})")
     classifier = LogMelClassifier(model)
     if world > 1:
         classifier = DistributedDataParallel(classifier)
@@ -323,6 +347,7 @@ def fit(
             epoch=epoch,
             ema=ema,
             clean_views=clean_views,
+            teachers=teachers,
         )
         if world > 1:  # BatchNorm statistics are per process; rank 0's make every rank judge the same model
             for buffer in [*model.buffers(), *(ema.module.buffers() if ema is not None else [])]:
