@@ -209,13 +209,27 @@ def test_distillation_loss_is_zero_at_the_teacher_and_pulls_towards_it():
     torch.testing.assert_close(student.grad, (torch.full((2, 3), 1 / 3) - taught) / 2)
 
 
-def test_distillation_brings_the_student_to_its_teachers_and_refuses_teachers_that_heard_held_out_actors(tmp_path):
+def three_fold_config(tmp_path, **overrides) -> TrainConfig:
+    """Actors 1-6 in three folds; fold 1 trains on actors 3 and 4, stops early on 5 and 6, tests on 1 and 2."""
+    return tiny_config(
+        tmp_path, protocols=["actors"], n_folds=3, only_folds=[1], actors=[1, 2, 3, 4, 5, 6], **overrides
+    )
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory) -> Path:
+    """The output folder of a short run of fold 1, to teach students of the same fold."""
+    out = tmp_path_factory.mktemp("teacher")
+    main(three_fold_config(out, out=str(out), seed=1, epochs=3))
+    return out
+
+
+def test_distillation_brings_the_student_to_its_teachers_and_refuses_teachers_that_heard_held_out_actors(
+    tmp_path, teacher_run
+):
     from train.distill import load_teachers
 
-    # Three folds of actors 1-6: each fold trains on 2 actors, stops early on 2 and tests on 2.
-    config = tiny_config(tmp_path, protocols=["actors"], n_folds=3, only_folds=[1], actors=[1, 2, 3, 4, 5, 6])
-    teacher = tmp_path / "teacher"
-    main(replace(config, out=str(teacher), seed=1, epochs=3))
+    config, teacher = three_fold_config(tmp_path), teacher_run
     main(replace(config, out=str(tmp_path / "student"), teachers=[str(teacher)], distill_weight=1.0))
     main(replace(config, out=str(tmp_path / "alone")))
 
@@ -230,13 +244,49 @@ def test_distillation_brings_the_student_to_its_teachers_and_refuses_teachers_th
 
     assert divergence(tmp_path / "student") < divergence(tmp_path / "alone")
 
-    # The teacher's fold 1 trained on actors 3 and 4 (tests on 1, 2; stops early on 5, 6).
     cpu = torch.device("cpu")
     assert len(load_teachers([str(teacher)], "actors-fold1", {3, 4}, config.model, cpu)) == 1
     with pytest.raises(ValueError, match="holds out"):  # a student tested on actor 3 must not learn from it
         load_teachers([str(teacher)], "actors-fold1", {4, 5}, config.model, cpu)
     with pytest.raises(ValueError, match="no finished"):  # the random split shares actors: nothing to check
         load_teachers([str(teacher)], "random", {1, 2, 3, 4, 5, 6}, config.model, cpu)
+
+
+def test_teachers_that_hear_clean_score_the_clip_before_the_channel_degrades_it(tmp_path, monkeypatch, teacher_run):
+    import train.train as loop
+
+    heard: dict[str, list[torch.Tensor]] = {"student": [], "teachers": []}
+    real_forward, real_ensemble = loop.LogMelClassifier.forward, loop.ensemble_probabilities
+
+    def student_hears(self, log_mel):
+        heard["student"].append(log_mel)
+        return real_forward(self, log_mel)
+
+    def teachers_hear(teachers, log_mel, temperature):
+        heard["teachers"].append(log_mel)
+        return real_ensemble(teachers, log_mel, temperature)
+
+    monkeypatch.setattr(loop.LogMelClassifier, "forward", student_hears)
+    monkeypatch.setattr(loop, "ensemble_probabilities", teachers_hear)
+    config = three_fold_config(
+        tmp_path, epochs=1, teachers=[str(teacher_run)], teachers_hear_clean=True, speed_factors=[1.0]
+    )
+    corpus = load_corpus([c for c in parse_ravdess(RAVDESS_DIR) if c.actor in config.actors], config)
+    fit_idx = [i for i, c in enumerate(corpus.clips) if c.actor in (3, 4)]
+    val_idx = [i for i, c in enumerate(corpus.clips) if c.actor in (5, 6)]
+
+    # No channel: the clean clip is the one the student hears.
+    fit(replace(config, channels=NO_CHANNELS), corpus, fit_idx, val_idx, tmp_path / "quiet" / "actors-fold1")
+    torch.testing.assert_close(heard["teachers"][0], heard["student"][0])
+    # Noise on every clip: the student hears it, the teachers do not.
+    heard = {"student": [], "teachers": []}
+    noisy = replace(NO_CHANNELS, noise_prob=1.0, snr_db=(0.0, 5.0))
+    fit(replace(config, channels=noisy), corpus, fit_idx, val_idx, tmp_path / "noisy" / "actors-fold1")
+    student, teachers = heard["student"][0], heard["teachers"][0]
+    assert student.shape == teachers.shape and not torch.allclose(student, teachers, atol=1.0)
+    for refused in (dict(mixup_alpha=0.2), dict(consistency_weight=1.0)):
+        with pytest.raises(ValueError, match="mixup|consistency"):
+            fit(replace(config, **refused), corpus, fit_idx, val_idx, tmp_path / "refused" / "actors-fold1")
 
 
 def test_weight_average_warms_up_then_moves_by_one_minus_decay():

@@ -75,6 +75,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     )
     distill.add_argument("--distill-weight", type=float, default=defaults.distill_weight, help="0..1")
     distill.add_argument("--distill-temperature", type=float, default=defaults.distill_temperature)
+    distill.add_argument(
+        "--teachers-hear-clean",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.teachers_hear_clean,
+        help="teachers score each clip clean while the student hears it degraded",
+    )
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--threads", type=int, default=defaults.threads)
     parser.add_argument("--device", default=defaults.device)

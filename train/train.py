@@ -38,7 +38,12 @@ from .metrics import classification_metrics, plot_confusion, plot_curves
 from .robustness import score_conditions, summarize_conditions
 
 PROTOCOLS = ("actors", "random")
-DISTILLATION_SETTINGS = ("teachers", "distill_weight", "distill_temperature")  # a run resumes only with its own
+DISTILLATION_SETTINGS = (
+    "teachers",
+    "distill_weight",
+    "distill_temperature",
+    "teachers_hear_clean",
+)  # a run resumes only with its own
 
 
 @dataclass
@@ -84,6 +89,9 @@ class TrainConfig:
     teachers: list[str] = field(default_factory=list)
     distill_weight: float = 0.5
     distill_temperature: float = 2.0
+    # True: the teachers hear each clip's clean recording while the student hears it degraded, so the student
+    # learns to give from a degraded voice the verdict the ensemble gives the clean one.
+    teachers_hear_clean: bool = False
     # machinery
     seed: int = 0
     threads: int = 2
@@ -189,9 +197,9 @@ def train_one_epoch(
     ``variants[v][i]`` is recording ``i`` at speed variant ``v`` and ``codec_copies[c][i]`` its copy through
     codec ``c``; each example draws one of them. The recording is degraded by ``augment`` and then trimmed and
     levelled by ``prepare_speech``, exactly as the app treats a recording that arrives degraded. ``ema``, if
-    given, is updated after every step; ``clean_views`` (for the consistency loss) holds each source's clean,
-    prepared speech, in the order of ``variants + codec_copies``; ``teachers`` (for distillation) score the
-    same log-mel the model sees.
+    given, is updated after every step; ``clean_views`` (for the consistency loss and teachers that hear clean)
+    holds each source's clean, prepared speech, in the order of ``variants + codec_copies``; ``teachers`` (for
+    distillation) score the log-mel the model sees, or the clean clip's.
     """
     rank, world = _rank_and_world()
     rng = np.random.default_rng([config.seed, epoch])  # seeded per epoch so --resume replays exactly
@@ -217,9 +225,10 @@ def train_one_epoch(
         recordings = [sources[v][i] for v, i in zip(source, batch)]
         speech = prepare_batch(augment(recordings, generator), recordings)
         waveform = place_in_window(speech, model.config.n_samples, rng if config.time_shift else None)
-        if clean_views is not None:  # the same clips, clean, after the degraded ones
-            clean = [clean_views[v][i] for v, i in zip(source, batch)]
-            waveform = torch.cat([waveform, place_in_window(clean, model.config.n_samples, None)])
+        if clean_views is not None:
+            clean = place_in_window([clean_views[v][i] for v, i in zip(source, batch)], model.config.n_samples, None)
+            if config.consistency_weight > 0:  # the same clips, clean, after the degraded ones
+                waveform = torch.cat([waveform, clean])
         waveform, targets = waveform.to(device), torch.from_numpy(labels[batch]).to(device)
 
         log_mel = model.frontend(waveform)
@@ -232,7 +241,7 @@ def train_one_epoch(
             loss = weight * F.cross_entropy(logits, targets_a, label_smoothing=config.label_smoothing) + (
                 1 - weight
             ) * F.cross_entropy(logits, targets_b, label_smoothing=config.label_smoothing)
-        elif clean_views is not None:
+        elif config.consistency_weight > 0:
             degraded_logits, clean_logits = logits.chunk(2)
             consistency = F.kl_div(
                 F.log_softmax(degraded_logits, dim=1), F.softmax(clean_logits.detach(), dim=1), reduction="batchmean"
@@ -245,7 +254,8 @@ def train_one_epoch(
         else:
             loss = F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
         if teachers:
-            taught = ensemble_probabilities(teachers, log_mel, config.distill_temperature)
+            heard = model.frontend(clean.to(device)) if config.teachers_hear_clean else log_mel
+            taught = ensemble_probabilities(teachers, heard, config.distill_temperature)
             loss = (1 - config.distill_weight) * loss + config.distill_weight * distillation_loss(
                 logits, taught, config.distill_temperature
             )
@@ -313,9 +323,12 @@ def fit(
     val_speech = [corpus.speech[i] for i in val_idx]
     augment = ChannelAugment(config.channels, seed=config.seed)
     clean_views = None
-    if config.consistency_weight > 0:
+    teachers_hear_clean = bool(config.teachers) and config.teachers_hear_clean
+    if config.consistency_weight > 0 or teachers_hear_clean:
         if config.mixup_alpha > 0:
-            raise ValueError("The consistency loss compares a clip with itself; it cannot be combined with mixup.")
+            raise ValueError("A mixed clip has no clean view: mixup excludes the consistency loss and clean teachers.")
+        if config.consistency_weight > 0 and teachers_hear_clean:
+            raise ValueError("Teachers that hear clean score half of a consistency batch; use one or the other.")
         unsped = [corpus.speech[i] for i in fit_idx]  # prepared once already, by load_corpus
         clean_views = [
             unsped if factor == 1.0 else [prepare_speech(r) for r in recordings]
