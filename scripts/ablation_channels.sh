@@ -22,3 +22,7 @@ run channels-seed2 --seed 2  # and what an ensemble of seeds gives (python scrip
 # Distillation: one model of the shipped size taught by the three seeds' models of the same fold (their mean
 # scored 62.5% on folds 1-2); half the loss is the KL from the teachers' mean probabilities at temperature 2.
 run channels-distill3 --teachers runs/ship runs/ablation-channels/channels-seed1 runs/ablation-channels/channels-seed2
+# ... the same, the teachers hearing each clip clean while the student hears it degraded
+run channels-distill3-clean --teachers-hear-clean \
+  --teachers runs/ship runs/ablation-channels/channels-seed1 runs/ablation-channels/channels-seed2
+run channels-floor-q10 --model noise_floor_quantile=0.1  # spectral subtraction of each band's 10% quantile

@@ -23,6 +23,7 @@ from .audio import CLIP_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
 
 EMOTIONS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 LOG_FLOOR_DB = -100.0  # the log-mel of digital silence: power is floored at 1e-10 before the log
+NOISE_CUT_DB = 20.0  # spectral subtraction lowers a band by at most this much, so no frame falls to -inf
 REPO_URL = "https://github.com/ser-parallel/ser-parallel"
 
 
@@ -50,6 +51,11 @@ class ModelConfig:
     # Subtract each mel band's mean over the window's sounding frames (cepstral mean normalisation): a fixed
     # microphone or line colouring is a constant per band in dB, so it cancels; so does the utterance's own tilt.
     normalize_bands: bool = False
+    # Spectral subtraction: each mel band's noise floor, taken as this quantile of its power over the window's
+    # sounding frames (e.g. 0.2: the quietest fifth, the pauses), is subtracted from its power, cutting a frame
+    # by at most NOISE_CUT_DB. Steady noise (hiss, hum, fans, pink noise) drops out; speech well above it and
+    # the spectral tilt stay. None keeps the log-mel as it is.
+    noise_floor_quantile: float | None = None
     # Calibration, fitted on unseen speakers by train.calibrate: logits are divided by the temperature, and a
     # verdict below `not_sure_below` is shown as "not sure". The defaults leave the model as trained.
     temperature: float = 1.0
@@ -95,6 +101,17 @@ def subtract_band_means(log_mel: Tensor) -> Tensor:
     weights = sounding.to(log_mel.dtype)
     means = (log_mel * weights).sum(dim=2, keepdim=True) / weights.sum(dim=2, keepdim=True).clamp(min=1.0)
     return torch.where(sounding, log_mel - means, log_mel)
+
+
+def subtract_noise_floor(log_mel: Tensor, quantile: float) -> Tensor:
+    """(B, F, T) dB with each band's noise floor (its ``quantile`` over the sounding frames) subtracted in power,
+    each value lowered by at most ``NOISE_CUT_DB``; the zero padding stays as it is."""
+    sounding = log_mel.amax(dim=1, keepdim=True) > LOG_FLOOR_DB + 1.0  # (B, 1, T)
+    floor = torch.nanquantile(log_mel.masked_fill(~sounding, math.nan), quantile, dim=2, keepdim=True)
+    floor = floor.nan_to_num(LOG_FLOOR_DB)  # a window with no sounding frame has no floor to remove
+    power = torch.pow(10.0, log_mel / 10.0)
+    cleaned = torch.maximum(power - torch.pow(10.0, floor / 10.0), power * 10.0 ** (-NOISE_CUT_DB / 10.0))
+    return torch.where(sounding, 10.0 * torch.log10(cleaned), log_mel)
 
 
 class ConvBranch(nn.Module):
@@ -223,6 +240,8 @@ class EmotionNet(
         """log_mel: (B, n_mels, n_frames) in dB, as :class:`LogMel` gives it (and as training augments it)."""
         if self.config.dynamic_range_db is not None:
             log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - self.config.dynamic_range_db)
+        if self.config.noise_floor_quantile is not None:
+            log_mel = subtract_noise_floor(log_mel, self.config.noise_floor_quantile)
         if self.config.normalize_bands:
             log_mel = subtract_band_means(log_mel)
         x = self.input_norm(log_mel)  # (B, F, T)

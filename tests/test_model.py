@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ser_model import EmotionNet, ModelConfig
-from ser_model.model import subtract_band_means
+from ser_model.model import NOISE_CUT_DB, subtract_band_means, subtract_noise_floor
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -67,3 +67,20 @@ def test_band_normalisation_cancels_a_fixed_microphone_colouring_but_not_the_pad
     normalised = subtract_band_means(log_mel)
     torch.testing.assert_close(normalised[:, :, :200].mean(dim=2), torch.zeros(1, 64))
     assert (normalised[:, :, 200:] == -100.0).all()  # the padding is still silence
+
+
+def test_spectral_subtraction_removes_a_steady_noise_floor_and_keeps_the_voice_above_it():
+    torch.manual_seed(0)
+    log_mel = torch.full((1, 64, 301), -100.0)  # zero padding after the voice
+    log_mel[:, :, :200] = -50.0 + torch.randn(1, 64, 200)  # steady noise, about 50 dB down
+    log_mel[:, :, 50:150] = -10.0  # the voice, 40 dB above it
+    cleaned = subtract_noise_floor(log_mel, 0.2)
+    assert (cleaned[:, :, 50:150] - log_mel[:, :, 50:150]).abs().max() < 0.01  # the voice keeps its level
+    pauses = torch.cat([cleaned[:, :, :50], cleaned[:, :, 150:200]], dim=2)
+    assert pauses.mean() < -50.0 - 0.6 * NOISE_CUT_DB  # the noise is mostly gone
+    assert (cleaned >= log_mel - NOISE_CUT_DB - 1e-4).all()  # no value cut by more than the limit
+    assert (cleaned[:, :, 200:] == -100.0).all()  # the padding is still silence
+    assert torch.isfinite(subtract_noise_floor(torch.full((1, 64, 301), -100.0), 0.2)).all()  # digital silence
+    model = EmotionNet(ModelConfig(noise_floor_quantile=0.2)).eval()
+    with torch.no_grad():
+        assert torch.isfinite(model(torch.zeros(2, model.config.n_samples)).logits).all()

@@ -15,6 +15,7 @@ import math
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -190,7 +191,7 @@ def train_one_epoch(
     epoch: int,
     ema: AveragedModel | None = None,
     clean_views: list[list[np.ndarray]] | None = None,
-    teachers: list[EmotionNet] = (),
+    teachers: Sequence[EmotionNet] = (),
 ) -> float:
     """One pass over the training clips in a seeded order; returns the mean training loss.
 
