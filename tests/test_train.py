@@ -335,6 +335,21 @@ def test_training_cli_writes_a_checkpoint_folder_that_loads(tmp_path):
     assert EmotionNet.from_pretrained(out).config.cnn_channels == [8, 16]
 
 
+def test_without_early_stopping_the_validation_actors_train_and_the_last_epoch_ships(tmp_path):
+    config = three_fold_config(tmp_path, final=True, early_stopping=False, epochs=2)
+    results = main(config)
+    (fold,) = results["actors"]["folds"]
+    assert fold["val_actors"] == [] and fold["n_val"] == 0 and fold["n_train"] == 4 * 60  # actors 3-6
+    assert fold["best_epoch"] == fold["epochs_run"] == 2
+    assert results["final"]["n_train"] == 6 * 60 and results["final"]["best_epoch"] == 2
+    out = tmp_path / "out"
+    last = torch.load(out / "runs" / "final" / "last.pt", weights_only=True)["model"]
+    shipped = EmotionNet.from_pretrained(out).state_dict()
+    for name, tensor in last.items():
+        torch.testing.assert_close(shipped[name], tensor)
+    assert "fixed 2 epochs (no early stopping)" in (out / "README.md").read_text()
+
+
 def test_evaluate_cli_writes_the_metrics_json(tmp_path):
     model_dir = tmp_path / "model"
     EmotionNet(replace(TrainConfig().model, **TINY)).save_pretrained(model_dir)

@@ -32,6 +32,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--patience", type=int, default=defaults.patience)
     parser.add_argument(
+        "--early-stopping",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.early_stopping,
+        help="hold one man and one woman out to stop on; --no-early-stopping trains on them for the full schedule",
+    )
+    parser.add_argument(
         "--ema-decay", type=float, default=defaults.ema_decay, help="weight average kept and shipped; 0 = off"
     )
     channel = parser.add_argument_group("channel augmentation (before trimming, as the app hears; 0 turns one off)")

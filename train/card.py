@@ -61,8 +61,7 @@ shared speakers with training and included noisy copies of test clips.
 ## Training
 
 - Data: RAVDESS speech, {{ n_clips }} clips from {{ n_actors }} actors (16 kHz mono).
-- Shipped model: trained on every actor except {{ final_val }}, held out for early stopping on UA;
-  best epoch {{ best_epoch }} of {{ epochs_run }}; {{ wall_minutes }} min on {{ hardware }}
+- Shipped model: {{ final_fit }}; {{ wall_minutes }} min on {{ hardware }}
   ({{ clips_per_second }} clips/s).
 - Augmentation (training only): {{ augmentation }}.
 - Optimiser: AdamW (lr {{ lr }}, weight decay {{ weight_decay }} on weight matrices), warm-up then cosine
@@ -185,9 +184,12 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
         clip_seconds=m.clip_seconds,
         n_clips=results.get("n_clips", "?"),
         n_actors=results.get("n_actors", "?"),
-        final_val=f"actors {final['val_actors']}",
-        best_epoch=final["best_epoch"],
-        epochs_run=final["epochs_run"],
+        final_fit=(
+            f"trained on every actor except actors {final['val_actors']}, held out for early stopping on UA; "
+            f"best epoch {final['best_epoch']} of {final['epochs_run']}"
+            if final["val_actors"]
+            else f"trained on every actor for a fixed {final['epochs_run']} epochs (no early stopping), the last kept"
+        ),
         wall_minutes=f"{final['wall_seconds'] / 60:.1f}",
         hardware=results.get("hardware", "CPU"),
         clips_per_second=f"{final['clips_per_second']:.0f}",

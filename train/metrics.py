@@ -66,15 +66,18 @@ def plot_curves(history: list[dict], path: str | Path, title: str) -> None:
     epochs = [h["epoch"] for h in history]
     fig, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(10, 3.8), dpi=120)
     loss_ax.plot(epochs, [h["train_loss"] for h in history], label="train")
-    loss_ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
+    validated = all("val_loss" in h for h in history)  # a run without early stopping has no validation
+    if validated:
+        loss_ax.plot(epochs, [h["val_loss"] for h in history], label="validation")
     loss_ax.set_xlabel("epoch")
     loss_ax.set_ylabel("cross-entropy")
     loss_ax.legend()
-    metric_ax.plot(epochs, [h["val_accuracy"] for h in history], label="validation accuracy")
-    metric_ax.plot(epochs, [h["val_unweighted_recall"] for h in history], label="validation UA")
+    if validated:
+        metric_ax.plot(epochs, [h["val_accuracy"] for h in history], label="validation accuracy")
+        metric_ax.plot(epochs, [h["val_unweighted_recall"] for h in history], label="validation UA")
+        metric_ax.legend()
     metric_ax.set_xlabel("epoch")
     metric_ax.set_ylim(0, 1)
-    metric_ax.legend()
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path)
