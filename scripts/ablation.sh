@@ -4,7 +4,7 @@
 # Results: runs/ablation/<variant>/metrics.json; table: python scripts/ablation_summary.py.
 set -euo pipefail
 DATA=${1:-../shared/data/ravdess}
-COMMON=(--data "$DATA" --protocol actors --no-final --only-folds 1 2 --epochs 30 --resume)
+COMMON=(--data "$DATA" --protocol actors --no-final --only-folds 1 2 --epochs 30 --resume --early-stopping)
 run() { name=$1; shift; python -m train "${COMMON[@]}" --out "runs/ablation/$name" "$@"; }
 run noise-only       --speed 1.0 --no-time-shift --no-spec-augment
 run noise-shift-spec --speed 1.0 --time-shift --spec-augment

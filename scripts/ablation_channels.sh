@@ -4,7 +4,7 @@
 # Results: runs/ablation-channels/<variant>/metrics.json; table: python scripts/ablation_summary.py --channels.
 set -euo pipefail
 DATA=${1:-../shared/data/ravdess}
-COMMON=(--data "$DATA" --protocol actors --no-final --only-folds 1 2 --epochs 60 --resume)
+COMMON=(--data "$DATA" --protocol actors --no-final --only-folds 1 2 --epochs 60 --resume --early-stopping)
 run() { name=$1; shift; python -m train "${COMMON[@]}" --out "runs/ablation-channels/$name" "$@"; }
 run channels                    # every channel of ChannelConfig's defaults, before trimming
 run channels-floor60 --model dynamic_range_db=60

@@ -211,6 +211,7 @@ def test_distillation_loss_is_zero_at_the_teacher_and_pulls_towards_it():
 
 def three_fold_config(tmp_path, **overrides) -> TrainConfig:
     """Actors 1-6 in three folds; fold 1 trains on actors 3 and 4, stops early on 5 and 6, tests on 1 and 2."""
+    overrides = dict(early_stopping=True) | overrides
     return tiny_config(
         tmp_path, protocols=["actors"], n_folds=3, only_folds=[1], actors=[1, 2, 3, 4, 5, 6], **overrides
     )
