@@ -102,8 +102,12 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
         )
         notes.append(
             f"Unseen speakers: mean ± standard deviation over {actors['n_folds']} folds (fold accuracy "
-            f"{acc['min']:.1%} to {acc['max']:.1%}); each fold's model trained on the other actors minus one "
-            "man and one woman used for early stopping."
+            f"{acc['min']:.1%} to {acc['max']:.1%}); each fold's model trained on the other actors"
+            + (
+                " minus one man and one woman used for early stopping."
+                if config.early_stopping
+                else f", {config.epochs} epochs."
+            )
         )
         eval_results += _eval_results("unseen speakers (actor k-fold)", acc["mean"], ua["mean"], f1["mean"])
     if random:
