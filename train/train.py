@@ -39,12 +39,8 @@ from .metrics import classification_metrics, plot_confusion, plot_curves
 from .robustness import score_conditions, summarize_conditions
 
 PROTOCOLS = ("actors", "random")
-DISTILLATION_SETTINGS = (
-    "teachers",
-    "distill_weight",
-    "distill_temperature",
-    "teachers_hear_clean",
-)  # a run resumes only with its own
+# A stopped run resumes only with the settings it began with: these change what each epoch trains on.
+RESUME_MUST_MATCH = ("early_stopping", "teachers", "distill_weight", "distill_temperature", "teachers_hear_clean")
 
 
 @dataclass
@@ -317,8 +313,8 @@ def fit(
         if ema is not None:
             ema.load_state_dict(checkpoint["ema"])
         begun = json.loads(checkpoint["config"])
-        if any(begun.get(k, getattr(config, k)) != getattr(config, k) for k in DISTILLATION_SETTINGS):
-            raise ValueError(f"{checkpoint_file} was trained with other --teachers or distillation settings")
+        if changed := [k for k in RESUME_MUST_MATCH if begun.get(k, getattr(config, k)) != getattr(config, k)]:
+            raise ValueError(f"{checkpoint_file} was trained with another {', '.join(changed)}; resume it with that")
         start_epoch, history = checkpoint["epoch"], json.loads(checkpoint["history"])
         best_state, best_ua, stale = checkpoint["best_model"], checkpoint["best_ua"], checkpoint["stale"]
         _log(f"resuming {run_dir.name} after epoch {start_epoch}")
