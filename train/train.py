@@ -244,9 +244,7 @@ def train_one_epoch(
             ) * F.cross_entropy(logits, targets_b, label_smoothing=config.label_smoothing)
         elif config.consistency_weight > 0:
             degraded_logits, clean_logits = logits.chunk(2)
-            consistency = F.kl_div(
-                F.log_softmax(degraded_logits, dim=1), F.softmax(clean_logits.detach(), dim=1), reduction="batchmean"
-            )
+            consistency = distillation_loss(degraded_logits, F.softmax(clean_logits.detach(), dim=1), 1.0)
             loss = (
                 F.cross_entropy(degraded_logits, targets, label_smoothing=config.label_smoothing)
                 + F.cross_entropy(clean_logits, targets, label_smoothing=config.label_smoothing)
@@ -380,8 +378,6 @@ def fit(
                 best_state = copy.deepcopy(judged.state_dict())
             else:
                 stale += 1
-        else:  # a fixed schedule: the last epoch is the one kept
-            best_state = copy.deepcopy(judged.state_dict())
         history.append(record | {"seconds": time.perf_counter() - started})
         scores = f"val acc {val['accuracy']:.3f} UA {val['unweighted_recall']:.3f} | " if val_idx else ""
         _log(f"{run_dir.name} epoch {epoch + 1:3d} | loss {train_loss:.3f} | {scores}{history[-1]['seconds']:.1f}s")
@@ -401,7 +397,7 @@ def fit(
             torch.save(state, run_dir / "last.pt.tmp")
             os.replace(run_dir / "last.pt.tmp", checkpoint_file)  # a kill mid-write leaves the old one
 
-    model.load_state_dict(best_state)
+    model.load_state_dict(best_state if val_idx else judged.state_dict())  # a fixed schedule keeps the last epoch
     return model.eval(), history
 
 
