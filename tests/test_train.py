@@ -15,7 +15,9 @@ import soundfile as sf
 import torch
 
 from ser_model import EmotionNet
-from train.augment import ChannelConfig, change_speed, place_in_window, spec_augment
+from ser_model.audio import SAMPLE_RATE
+from ser_model.model import LOG_FLOOR_DB, LogMel
+from train.augment import ChannelConfig, change_speed, place_in_window, spec_augment, warp_frequencies
 from train.data import actor_folds, load_speech, parse_ravdess, random_split, validation_actors
 from train.train import TrainConfig, fit, load_corpus, main
 
@@ -120,6 +122,21 @@ def test_augmentations_keep_shapes_and_labels():
     # Augmentation acts on inputs only; the loop indexes labels by the same clip order it draws.
 
 
+def test_vocal_tract_length_perturbation_moves_a_tone_by_its_factor():
+    t = torch.arange(3 * SAMPLE_RATE) / SAMPLE_RATE
+    tones = torch.stack([0.1 * torch.sin(2 * torch.pi * hz * t) for hz in (1000, 1100, 6000, 5700)])
+    tones[:, : SAMPLE_RATE // 2] = 0.0  # padding, as a short clip has in its window
+    log_mel = LogMel(64)(tones)
+    peak = log_mel[:, :, 150].argmax(dim=1)  # the band each tone sounds in
+    assert torch.equal(warp_frequencies(log_mel, torch.ones(4)), log_mel)
+    warped = warp_frequencies(log_mel, torch.tensor([1.1, 1.0, 0.9, 1.0]))
+    assert warped.shape == log_mel.shape
+    assert warped[0, :, 150].argmax() == peak[1]  # 1000 Hz stretched by 1.1 sounds where 1100 Hz does
+    # Above 4.8 kHz the warp bends so Nyquist stays put: 0.9 takes 6 kHz to 5.7 kHz, not 5.4 kHz.
+    assert warped[2, :, 150].argmax() == peak[3]
+    assert torch.all(warped[:, :, :20] == LOG_FLOOR_DB)  # the padding stays silent
+
+
 def test_short_real_training_lowers_the_loss_and_beats_chance(tmp_path):
     torch.set_num_threads(2)
     # Augmentation off and few clips: the test is that the loop learns, not that the model generalises.
@@ -148,9 +165,10 @@ def test_short_real_training_lowers_the_loss_and_beats_chance(tmp_path):
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path, monkeypatch):
     import train.train as loop
 
-    # Every channel augmentation on, codecs included, and the weight average: resume must replay them exactly.
+    # Every channel augmentation on, codecs included, spectral warping and the weight average: resume must replay
+    # them exactly.
     channels = ChannelConfig(codec_prob=0.5, hiss_prob=0.5)
-    config = tiny_config(tmp_path, epochs=3, patience=100, channels=channels, ema_decay=0.9)
+    config = tiny_config(tmp_path, epochs=3, patience=100, channels=channels, ema_decay=0.9, vtlp_range=[0.9, 1.1])
     corpus = load_corpus([c for c in parse_ravdess(RAVDESS_DIR) if c.actor in config.actors], config)
     args = (corpus, list(range(40, len(corpus.clips))), list(range(40)))
 
@@ -175,6 +193,8 @@ def test_resume_continues_exactly_where_the_run_stopped(tmp_path, monkeypatch):
         fit(replace(config, resume=True, ema_decay=0.0), *args, tmp_path / "stopped")
     with pytest.raises(ValueError, match="teachers"):  # ... and the teachers it began with
         fit(replace(config, resume=True, teachers=[str(tmp_path)]), *args, tmp_path / "stopped")
+    with pytest.raises(ValueError, match="vtlp_range"):
+        fit(replace(config, resume=True, vtlp_range=None), *args, tmp_path / "stopped")
 
 
 def test_consistency_loss_shows_the_model_each_clip_degraded_and_clean(tmp_path, monkeypatch):
@@ -312,6 +332,7 @@ def test_model_options_on_the_command_line_keep_their_types():
     assert parse_args(["--data", "x", "--model", "normalize_bands=true"]).model.normalize_bands is True
     with pytest.raises(ValueError, match="true or false"):
         parse_args(["--data", "x", "--model", "normalize_bands=yes please"])
+    assert parse_args(["--data", "x", "--vtlp", "0.9", "1.1"]).vtlp_range == [0.9, 1.1]
 
 
 def test_training_cli_writes_a_checkpoint_folder_that_loads(tmp_path):

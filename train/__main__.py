@@ -62,6 +62,15 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         default=defaults.time_shift,
         help="random placement of each clip in its window",
     )
+    parser.add_argument(
+        "--vtlp",
+        type=float,
+        nargs=2,
+        default=defaults.vtlp_range,
+        dest="vtlp_range",
+        metavar=("MIN", "MAX"),
+        help="vocal tract length perturbation: stretch each clip's spectrum by a factor in this range, e.g. 0.9 1.1",
+    )
     parser.add_argument("--spec-augment", action=argparse.BooleanOptionalAction, default=defaults.spec_augment)
     parser.add_argument("--mixup", type=float, default=defaults.mixup_alpha, dest="mixup_alpha", help="alpha; 0 = off")
     parser.add_argument(

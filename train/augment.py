@@ -171,6 +171,35 @@ def change_speed(speech: list[np.ndarray], factor: float) -> list[np.ndarray]:
     return [AF.resample(torch.from_numpy(clip), as_if_recorded_at, SAMPLE_RATE).numpy() for clip in speech]
 
 
+def warp_frequencies(log_mel: Tensor, factors: Tensor, boundary_hz: float = 4800.0) -> Tensor:
+    """Vocal tract length perturbation (Jaitly and Hinton 2013, https://www.cs.toronto.edu/~hinton/absps/perturb.pdf):
+    each clip's spectrum stretched by its factor (> 1 moves formants and harmonics up), tempo untouched.
+
+    The warp is linear up to ``boundary_hz`` (scaled by the factor when it compresses) and then bends so that
+    Nyquist stays Nyquist, so no band is left empty. log_mel: (B, F, T) in dB from the model's frontend (HTK mel
+    scale, 0 Hz to Nyquist); factors: (B,). Each output band reads the input at its warped-back frequency,
+    interpolated between neighbouring bands; silent padding stays silent."""
+    B, F, _ = log_mel.shape
+    nyquist = SAMPLE_RATE / 2
+    mel_points = torch.linspace(0.0, _hz_to_mel(nyquist), F + 2, dtype=torch.float64)
+    centres = 700.0 * (10.0 ** (mel_points[1:-1] / 2595.0) - 1.0)  # (F,) Hz, as torchaudio's filterbank
+    alpha = factors.to(torch.float64).unsqueeze(1)  # (B, 1)
+    bend = boundary_hz * alpha.clamp(max=1.0) / alpha  # input frequency where the warp turns
+    upper = nyquist - (nyquist - centres) * (nyquist - bend) / (nyquist - alpha * bend)
+    source = torch.where(centres <= alpha * bend, centres / alpha, upper)  # (B, F) Hz each band reads
+    position = (_hz_to_mel(source) / mel_points[1] - 1.0).clamp(0, F - 1)  # fractional band index
+    below = position.floor().long().clamp(max=F - 2)
+    weight = (position - below).to(log_mel.dtype).unsqueeze(2)  # (B, F, 1)
+    lower_band = log_mel.gather(1, below.unsqueeze(2).expand_as(log_mel))
+    upper_band = log_mel.gather(1, (below + 1).unsqueeze(2).expand_as(log_mel))
+    return torch.lerp(lower_band, upper_band, weight)
+
+
+def _hz_to_mel(hz: Tensor | float) -> Tensor | float:
+    """The HTK mel scale, torchaudio's default."""
+    return 2595.0 * (torch.log10(1.0 + hz / 700.0) if isinstance(hz, Tensor) else np.log10(1.0 + hz / 700.0))
+
+
 def spec_augment(log_mel: Tensor, n_freq_masks: int, max_freq: int, n_time_masks: int, max_time: int) -> Tensor:
     """SpecAugment's frequency and time masks, filled with each clip's mean (Park et al. 2019,
     https://arxiv.org/abs/1904.08779). log_mel: (B, F, T)."""

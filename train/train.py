@@ -31,7 +31,16 @@ from ser_model.audio import prepare_speech
 from ser_model.inference import EmotionRecognizer, resolve_device
 from ser_model.model import EmotionNet, ModelConfig
 
-from .augment import ChannelAugment, ChannelConfig, change_speed, mixup, place_in_window, prepare_batch, spec_augment
+from .augment import (
+    ChannelAugment,
+    ChannelConfig,
+    change_speed,
+    mixup,
+    place_in_window,
+    prepare_batch,
+    spec_augment,
+    warp_frequencies,
+)
 from .channels import CODECS
 from .data import Clip, actor_folds, load_recordings, parse_ravdess, random_split, validation_actors, write_table
 from .distill import distillation_loss, ensemble_probabilities, load_teachers
@@ -40,7 +49,14 @@ from .robustness import score_conditions, summarize_conditions
 
 PROTOCOLS = ("actors", "random")
 # A stopped run resumes only with the settings it began with: these change what each epoch trains on.
-RESUME_MUST_MATCH = ("early_stopping", "teachers", "distill_weight", "distill_temperature", "teachers_hear_clean")
+RESUME_MUST_MATCH = (
+    "early_stopping",
+    "vtlp_range",
+    "teachers",
+    "distill_weight",
+    "distill_temperature",
+    "teachers_hear_clean",
+)
 
 
 @dataclass
@@ -76,6 +92,9 @@ class TrainConfig:
     # time shift (-2.3), time shift + SpecAugment (-5.2) and mixup (-5.4) below white noise alone: the
     # defaults keep what helped.
     speed_factors: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # [1.0] turns it off
+    # (low, high): each training clip's spectrum stretched by a factor drawn uniformly from this range (vocal
+    # tract length perturbation): new voices, as speed perturbation makes, without changing the tempo.
+    vtlp_range: list[float] | None = None
     time_shift: bool = False
     spec_augment: bool = False
     mixup_alpha: float = 0.0  # 0 turns mixup off
@@ -233,6 +252,9 @@ def train_one_epoch(
         waveform, targets = waveform.to(device), torch.from_numpy(labels[batch]).to(device)
 
         log_mel = model.frontend(waveform)
+        if config.vtlp_range is not None:
+            low, high = config.vtlp_range
+            log_mel = warp_frequencies(log_mel, low + (high - low) * torch.rand(len(log_mel)))
         if config.spec_augment:
             log_mel = spec_augment(log_mel, n_freq_masks=2, max_freq=8, n_time_masks=2, max_time=25)
         if config.mixup_alpha > 0:
