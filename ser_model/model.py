@@ -54,7 +54,8 @@ class ModelConfig:
     # Spectral subtraction: each mel band's noise floor, taken as this quantile of its power over the window's
     # sounding frames (e.g. 0.2: the quietest fifth, the pauses), is subtracted from its power, cutting a frame
     # by at most NOISE_CUT_DB. Steady noise (hiss, hum, fans, pink noise) drops out; speech well above it and
-    # the spectral tilt stay. None keeps the log-mel as it is; 0.1 scored 53.5% on folds 1-2 against 60.6% (README).
+    # the spectral tilt stay. None keeps the log-mel as it is; 0.1 scored 53.5% on folds 1-2 against 60.6%
+    # (docs/experiments.md).
     noise_floor_quantile: float | None = None
     # Calibration, fitted on unseen speakers by train.calibrate: logits are divided by the temperature, and a
     # verdict below `not_sure_below` is shown as "not sure". The defaults leave the model as trained.

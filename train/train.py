@@ -83,12 +83,12 @@ class TrainConfig:
     ema_decay: float = 0.0
     # True: one man and one woman of the training actors are held out, and the epoch with the best UA on them
     # is kept. False: they train with the rest (16 actors per fold, not 14), the fixed schedule runs out and
-    # the last epoch is kept; over 5 folds that scored 58.8% +- 5.0 against 59.2% +- 2.0 (README).
+    # the last epoch is kept; over 5 folds that scored 58.8% +- 5.0 against 59.2% +- 2.0 (docs/experiments.md).
     early_stopping: bool = True
     patience: int = 15  # with early stopping: epochs without a better validation UA before stopping
     # augmentation, training data only
     channels: ChannelConfig = field(default_factory=ChannelConfig)  # rooms, noise, phone lines, codecs, gain
-    # The ablation (README, 30 epochs) measured speed perturbation at +3.8 points on unseen speakers and
+    # The ablation (docs/experiments.md, 30 epochs) measured speed perturbation at +3.8 points on unseen speakers and
     # time shift (-2.3), time shift + SpecAugment (-5.2) and mixup (-5.4) below white noise alone: the
     # defaults keep what helped.
     speed_factors: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # [1.0] turns it off
