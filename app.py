@@ -333,9 +333,18 @@ you stop, the whole take is analysed. **Compare two takes** puts two recordings 
 happy, then sad, and see which emotions moved.
 """
 
+N_MODELS = recognizer.model.config.n_models
+NETWORKS = (
+    f"an ensemble of {N_MODELS} parallel CNN + Transformer networks trained alike from different seeds, whose "
+    f"probabilities are averaged ({recognizer.model.n_params:,} parameters in all; the attention maps are the "
+    "first network's)"
+    if N_MODELS > 1
+    else f"a parallel CNN + Transformer network ({recognizer.model.n_params:,} parameters)"
+)
+
 ABOUT = f"""
-**Model:** a parallel CNN + Transformer network ({recognizer.model.n_params:,} parameters) trained from scratch on
-RAVDESS, after *Parallel is All You Want* (2020). Loaded from {model_source}, running on `{recognizer.device}`.
+**Model:** {NETWORKS}, trained from scratch on RAVDESS, after *Parallel is All You Want* (2020). Loaded from
+{model_source}, running on `{recognizer.device}`.
 
 **How well it works**, from the model card:
 

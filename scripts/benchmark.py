@@ -3,9 +3,9 @@
     python scripts/benchmark.py [--model checkpoints/ser-parallel] [--threads 2] [--runs 50]
 
 Targets (README): <= 15 ms per 3-s clip (batch 1, frontend included); <= 8 ms for the full path (decode a
-file, prepare, model); a 60-s recording in <= 10x one clip; <= 60 ms server-side from audio in to every
-figure out for a 3-s clip (what /analyze computes: prediction, pitch and loudness, both figures as JPEG);
-<= 100 ms for a live update (a 0.5-s microphone chunk in, a meter reading out).
+file, prepare, model; every model of an ensemble included); a 60-s recording in <= 10x one clip; <= 60 ms
+server-side from audio in to every figure out for a 3-s clip (what /analyze computes: prediction, pitch and
+loudness, both figures as JPEG); <= 100 ms for a live update (a 0.5-s microphone chunk in, a meter reading out).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def main() -> None:
     model = recognizer.model
     machine = platform.processor() or platform.machine()
     print(f"machine: {machine}, {args.threads} torch threads, torch {torch.__version__}")
-    print(f"parameters: {model.n_params:,}")
+    print(f"parameters: {model.n_params:,} ({model.config.n_models} model{'s' if model.config.n_models > 1 else ''})")
 
     window = torch.from_numpy(np.ascontiguousarray(speech_like(model.config.clip_seconds)))[None]
     with torch.inference_mode():

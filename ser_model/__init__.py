@@ -2,12 +2,13 @@
 
 from .audio import AudioError, load_audio, prepare_speech
 from .inference import DEFAULT_CHECKPOINT, EmotionRecognizer, Prediction, Utterance, resolve_device
-from .model import EMOTIONS, EmotionNet, ModelConfig, ModelLoadError, ModelOutput
+from .model import EMOTIONS, EmotionEnsemble, EmotionNet, ModelConfig, ModelLoadError, ModelOutput
 
 __all__ = [
     "EMOTIONS",
     "DEFAULT_CHECKPOINT",
     "AudioError",
+    "EmotionEnsemble",
     "EmotionNet",
     "EmotionRecognizer",
     "ModelConfig",

@@ -18,7 +18,7 @@ from .audio import (
     split_utterances,
     window_starts,
 )
-from .model import EmotionNet
+from .model import EmotionEnsemble, EmotionNet
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "ser-parallel"
 MAX_WINDOWS_PER_BATCH = 32  # bounds memory on long recordings; a 5-minute file is 200 windows
@@ -58,14 +58,14 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 class EmotionRecognizer:
-    """Predicts the emotion in a recording with an :class:`EmotionNet`.
+    """Predicts the emotion in a recording with an :class:`EmotionNet` (or an :class:`EmotionEnsemble` of them).
 
     >>> recognizer = EmotionRecognizer.from_pretrained("checkpoints/ser-parallel")
     >>> recognizer.predict("speech.wav").label
     'happy'
     """
 
-    def __init__(self, model: EmotionNet, device: str | torch.device = "auto"):
+    def __init__(self, model: EmotionNet | EmotionEnsemble, device: str | torch.device = "auto"):
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
         self.labels = list(model.config.labels)

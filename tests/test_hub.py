@@ -12,7 +12,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from ser_model import EmotionNet, ModelConfig, ModelLoadError
+from ser_model import EmotionEnsemble, EmotionNet, ModelConfig, ModelLoadError
 
 from .conftest import ROOT
 
@@ -153,3 +153,32 @@ def test_closed_endpoint_raises_model_load_error(tmp_path):
         """
     result = _run_offline(env_code, tmp_path / "empty-cache")
     assert "ModelLoadError: Could not load the model" in result.stdout, result.stderr
+
+
+def test_an_ensemble_saves_as_one_checkpoint_and_loads_as_the_ensemble_it_is(tmp_path, random_model):
+    torch.manual_seed(1)
+    other = EmotionNet(random_model.config).eval()
+    ensemble = EmotionEnsemble.from_members([random_model, other])
+    ensemble.save_pretrained(tmp_path)
+    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "model.safetensors", "README.md"}
+    loaded = EmotionNet.from_pretrained(tmp_path)  # what the app and every CLI call
+    assert isinstance(loaded, EmotionEnsemble) and loaded.config.n_models == 2
+    waveform = torch.randn(3, random_model.config.n_samples) * 0.1
+    with torch.inference_mode():
+        mean = (random_model(waveform).logits.softmax(-1) + other(waveform).logits.softmax(-1)) / 2
+        output = loaded(waveform, return_attention=True)
+        torch.testing.assert_close(output.logits.softmax(-1), mean)
+        torch.testing.assert_close(output.attentions, random_model(waveform, return_attention=True).attentions)
+    # Strict as one model: a member's tensor missing is refused.
+    state = safetensors.torch.load_file(tmp_path / "model.safetensors")
+    del state["members.1.head.1.weight"]
+    safetensors.torch.save_file(state, tmp_path / "model.safetensors")
+    with pytest.raises(ModelLoadError, match="members.1.head.1.weight"):
+        EmotionNet.from_pretrained(tmp_path)
+
+
+def test_only_models_of_one_shape_make_an_ensemble(random_model):
+    with pytest.raises(ValueError, match="one shape"):
+        EmotionEnsemble.from_members([random_model, EmotionNet(ModelConfig(d_model=32))])
+    with pytest.raises(ValueError, match="EmotionEnsemble"):
+        EmotionNet(ModelConfig(n_models=2))

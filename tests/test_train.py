@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from ser_model import EmotionNet
+from ser_model import EmotionEnsemble, EmotionNet, EmotionRecognizer
 from ser_model.audio import SAMPLE_RATE
 from ser_model.model import LOG_FLOOR_DB, LogMel
 from train.augment import ChannelConfig, change_speed, place_in_window, spec_augment, warp_frequencies
@@ -231,10 +232,8 @@ def test_distillation_loss_is_zero_at_the_teacher_and_pulls_towards_it():
 
 def three_fold_config(tmp_path, **overrides) -> TrainConfig:
     """Actors 1-6 in three folds; fold 1 trains on actors 3 and 4, stops early on 5 and 6, tests on 1 and 2."""
-    overrides = dict(early_stopping=True) | overrides
-    return tiny_config(
-        tmp_path, protocols=["actors"], n_folds=3, only_folds=[1], actors=[1, 2, 3, 4, 5, 6], **overrides
-    )
+    overrides = dict(protocols=["actors"], n_folds=3, only_folds=[1], early_stopping=True) | overrides
+    return tiny_config(tmp_path, actors=[1, 2, 3, 4, 5, 6], **overrides)
 
 
 @pytest.fixture(scope="module")
@@ -540,3 +539,37 @@ print("FILES", sorted(json.loads(line)["value"]["path"] for line in commit[3].de
     assert "AUTH True" in result.stdout
     assert "FILES ['README.md', 'config.json', 'model.safetensors']" in result.stdout
     assert "hf_test_secret" not in result.stdout.replace("AUTH True", "") + result.stderr  # never printed
+
+
+def test_ensemble_of_two_seeds_is_scored_on_each_folds_unseen_actors_and_ships_as_one_checkpoint(tmp_path):
+    from train.ensemble import main as ensemble_main
+
+    runs = []
+    for seed in (0, 1):
+        out = tmp_path / f"seed{seed}"
+        main(three_fold_config(out, out=str(out), seed=seed, epochs=1, only_folds=None, final=True))
+        runs.append(out)
+    shipped = tmp_path / "ensemble"
+    results = ensemble_main(["--runs", *map(str, runs), "--out", str(shipped), "--no-robustness"])
+
+    recognizer = EmotionRecognizer.from_pretrained(shipped)
+    assert isinstance(recognizer.model, EmotionEnsemble) and recognizer.model.config.n_models == 2
+    assert recognizer.model.config.temperature == results["calibration"]["temperature"]
+    # Each fold is scored by the mean of the members' probabilities for that fold: models that never heard it.
+    with open(shipped / "predictions_actors.csv") as table:
+        rows = list(csv.DictReader(table))
+    for k, fold in enumerate(results["actors"]["folds"]):
+        members = [json.loads((run / "runs" / f"actors-fold{k + 1}" / "result.json").read_text()) for run in runs]
+        assert all(m["test_actors"] == fold["test_actors"] for m in members)
+        mean = np.mean([m["probabilities"] for m in members], axis=0)
+        written = np.array([[float(r[f"p_{e}"]) for e in recognizer.labels] for r in rows if int(r["fold"]) == k + 1])
+        np.testing.assert_allclose(written, mean, atol=1e-4)
+    card = (shipped / "README.md").read_text()
+    assert "an ensemble of 2 models (seeds 0, 1" in card and "python -m train.ensemble" in card
+    # One recipe makes one ensemble: a run of the same seed, or of another recipe, is refused.
+    with pytest.raises(ValueError, match="share a seed"):
+        ensemble_main(["--runs", str(runs[0]), str(runs[0]), "--out", str(tmp_path / "x")])
+    config = json.loads((runs[1] / "train_config.json").read_text())
+    (runs[1] / "train_config.json").write_text(json.dumps(config | {"lr": 1.0}))
+    with pytest.raises(ValueError, match="differs .* in lr"):
+        ensemble_main(["--runs", *map(str, runs), "--out", str(tmp_path / "x")])

@@ -65,9 +65,9 @@ shared speakers with training and included noisy copies of test clips.
   ({{ clips_per_second }} clips/s).
 - Augmentation (training only): {{ augmentation }}.
 - Optimiser: AdamW (lr {{ lr }}, weight decay {{ weight_decay }} on weight matrices), warm-up then cosine
-  decay, label smoothing {{ label_smoothing }}, batch {{ batch_size }}, up to {{ epochs }} epochs, seed {{ seed }};
+  decay, label smoothing {{ label_smoothing }}, batch {{ batch_size }}, up to {{ epochs }} epochs, {{ seed }};
   {{ weight_average }}.
-- Reproduce: `{{ command }}`
+- Reproduce: {{ reproduce }}
 
 ## Intended use and limits
 
@@ -188,12 +188,7 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
         clip_seconds=m.clip_seconds,
         n_clips=results.get("n_clips", "?"),
         n_actors=results.get("n_actors", "?"),
-        final_fit=(
-            f"trained on every actor except actors {final['val_actors']}, held out for early stopping on UA; "
-            f"best epoch {final['best_epoch']} of {final['epochs_run']}"
-            if final["val_actors"]
-            else f"trained on every actor for a fixed {final['epochs_run']} epochs (no early stopping), the last kept"
-        ),
+        final_fit=_final_fit(final, results.get("seed", config.seed)),
         wall_minutes=f"{final['wall_seconds'] / 60:.1f}",
         hardware=results.get("hardware", "CPU"),
         clips_per_second=f"{final['clips_per_second']:.0f}",
@@ -203,17 +198,43 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
         label_smoothing=config.label_smoothing,
         batch_size=config.batch_size,
         epochs=config.epochs,
-        seed=config.seed,
+        seed=_seeds(results.get("seed", config.seed)),
         weight_average=(
             f"the weights validated and shipped are an exponential moving average (decay {config.ema_decay})"
             if config.ema_decay
             else "the weights shipped are the best epoch's own"
         ),
-        command=results.get("command", "python -m train --data DIR").replace(" --resume", ""),
+        reproduce=_reproduce(results),
         citation=RAVDESS_CITATION,
     )
     card.save(Path(folder) / "README.md")
     return card
+
+
+def _final_fit(final: dict, seed: int | list[int]) -> str:
+    """How the shipped weights were fitted, in words: one model, or an ensemble of one recipe's seeds."""
+    members = final.get("members", [final])
+    if final["val_actors"]:
+        epochs = ", ".join(f"{m['best_epoch']} of {m['epochs_run']}" for m in members)
+        how = (
+            f"trained on every actor except actors {final['val_actors']}, held out for early stopping on UA; "
+            f"best epoch {epochs}"
+        )
+    else:
+        how = f"trained on every actor for a fixed {final['epochs_run']} epochs (no early stopping), the last kept"
+    if len(members) == 1:
+        return how
+    return f"an ensemble of {len(members)} models ({_seeds(seed)}; the mean of their probabilities), each {how}"
+
+
+def _seeds(seed: int | list[int]) -> str:
+    return f"seed {seed}" if isinstance(seed, int) else f"seeds {', '.join(map(str, seed))}"
+
+
+def _reproduce(results: dict) -> str:
+    """The commands that made the checkpoint: the training run, or each member's and then the ensemble's."""
+    commands = [*results.get("member_commands", []), results.get("command", "python -m train --data DIR")]
+    return ", then ".join(f"`{c.replace(' --resume', '')}`" for c in commands)
 
 
 def _percent(value: float | None) -> str:

@@ -443,7 +443,7 @@ def _fit_split(config, corpus: Corpus, fit_idx, val_idx, run_dir: Path) -> tuple
 
 def run_actors_protocol(config: TrainConfig, corpus: Corpus, out: Path) -> dict:
     """Speaker-independent k-fold: every clip is tested once, by a model that never heard its speaker."""
-    clips, labels = corpus.clips, corpus.labels
+    clips = corpus.clips
     folds = actor_folds(clips, config.n_folds)
     fold_results, probabilities = [], np.zeros((len(clips), len(config.model.labels)))
     for k, test_actors in enumerate(folds):
@@ -467,9 +467,24 @@ def run_actors_protocol(config: TrainConfig, corpus: Corpus, out: Path) -> dict:
             f"acc {result['accuracy']:.3f} UA {result['unweighted_recall']:.3f}"
         )
 
+    return summarize_folds(clips, folds, fold_results, probabilities, config.model.labels, out)
+
+
+def summarize_folds(
+    clips: list[Clip],
+    folds: list[list[int]],
+    fold_results: list[dict],
+    probabilities: np.ndarray,
+    class_names: list[str],
+    out: Path,
+) -> dict:
+    """The actors protocol's report from its folds' results: mean and spread over folds, pooled metrics, the
+    robustness table, ``predictions_actors.csv`` and the confusion matrix. ``probabilities`` (n_clips,
+    n_classes) holds each tested clip's out-of-fold prediction."""
+    labels = np.array([c.label for c in clips])
     tested = np.isin([c.actor for c in clips], [a for r in fold_results for a in r["test_actors"]])
     labels, probabilities, clips = labels[tested], probabilities[tested], [c for c, t in zip(clips, tested) if t]
-    pooled = classification_metrics(labels, probabilities.argmax(1), config.model.labels)
+    pooled = classification_metrics(labels, probabilities.argmax(1), class_names)
     summary = {"protocol": "actors", "n_folds": len(fold_results), "folds": fold_results, "pooled": pooled}
     for metric in ("accuracy", "unweighted_recall", "macro_f1"):
         values = [f[metric] for f in fold_results]
@@ -481,10 +496,10 @@ def run_actors_protocol(config: TrainConfig, corpus: Corpus, out: Path) -> dict:
         }
     if all("robustness" in f for f in fold_results):
         summary["robustness"] = summarize_conditions([f["robustness"] for f in fold_results])
-    _write_predictions(out / "predictions_actors.csv", clips, probabilities, folds, config.model.labels)
+    _write_predictions(out / "predictions_actors.csv", clips, probabilities, folds, class_names)
     plot_confusion(
         pooled["confusion"],
-        config.model.labels,
+        class_names,
         out / "confusion_actors.png",
         f"Unseen speakers ({len(folds)}-fold by actor): accuracy {pooled['accuracy']:.1%}",
     )
