@@ -93,6 +93,7 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
     m = model.config
     actors, random, final = results.get("actors"), results.get("random"), results["final"]
     rows, eval_results, notes = [], [], []
+    fold_model = "model" if m.n_models == 1 else f"ensemble (one model per seed, {m.n_models} in all)"
     if actors:
         acc, ua, f1 = actors["accuracy"], actors["unweighted_recall"], actors["macro_f1"]
         rows.append(
@@ -102,7 +103,7 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
         )
         notes.append(
             f"Unseen speakers: mean ± standard deviation over {actors['n_folds']} folds (fold accuracy "
-            f"{acc['min']:.1%} to {acc['max']:.1%}); each fold's model trained on the other actors"
+            f"{acc['min']:.1%} to {acc['max']:.1%}); each fold's {fold_model} trained on the other actors"
             + (
                 " minus one man and one woman used for early stopping."
                 if config.early_stopping
@@ -125,8 +126,8 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> 
     robustness = "Not measured for this checkpoint (`python -m train.robustness` measures any checkpoint)."
     if actors and "robustness" in actors:
         robustness = (
-            "Each fold's model on its own held-out actors, clean and under each condition made from the same clips "
-            "by `train.channels` with seeds, noise and impulse responses disjoint from training's "
+            f"Each fold's {fold_model} on its own held-out actors, clean and under each condition made from the same "
+            "clips by `train.channels` with seeds, noise and impulse responses disjoint from training's "
             "(`python -m train.robustness`); mean over folds. A clip the app refuses counts as wrong.\n\n"
             + format_table(actors["robustness"])
         )

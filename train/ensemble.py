@@ -27,6 +27,7 @@ from .augment import ChannelConfig
 from .calibrate import apply, calibrate, read_predictions
 from .card import write_card
 from .data import actor_folds, parse_ravdess
+from .hub import push_folder
 from .robustness import score_conditions
 from .train import TrainConfig, _device, _log, _write_json, evaluate, load_corpus, summarize_folds
 
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", help="RAVDESS folder (default: the one the runs trained on)")
     parser.add_argument("--robustness", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--no-final", action="store_false", dest="final", help="score the folds only; ship no model")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the checkpoint folder (token: HF_TOKEN)")
     args = parser.parse_args(argv)
     runs, out = [Path(r) for r in args.runs], Path(args.out)
     configs = check_runs(runs, args.final)
@@ -161,6 +163,8 @@ def main(argv: list[str] | None = None) -> dict:
     _write_json(out / "metrics.json", results)
     _write_json(out / "train_config.json", asdict(config) | {"ensemble_seeds": [c.seed for c in configs]})
     _log(f"saved the ensemble to {out}")
+    if args.push_to_hub:
+        push_folder(out, args.push_to_hub)
     return results
 
 

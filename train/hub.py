@@ -21,7 +21,7 @@ def push_folder(folder: str | Path, repo_id: str, *, private: bool | None = None
         repo_id=repo_url.repo_id,
         folder_path=folder,
         repo_type="model",
-        commit_message="Upload EmotionNet checkpoint",
+        commit_message="Upload ser-parallel checkpoint",
         ignore_patterns=IGNORE,
     )
     print(f"pushed {folder} to {repo_url}")
