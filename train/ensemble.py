@@ -29,7 +29,7 @@ from .card import write_card
 from .data import actor_folds, parse_ravdess
 from .hub import push_folder
 from .robustness import score_conditions
-from .train import TrainConfig, _device, _log, _write_json, evaluate, load_corpus, summarize_folds
+from .train import Corpus, TrainConfig, _device, _log, _write_json, evaluate, load_corpus, summarize_folds
 
 # What a member run may differ in: its seed and where it ran. Anything else makes it another recipe.
 MAY_DIFFER = {
@@ -81,6 +81,39 @@ def check_runs(runs: list[Path], final: bool = True) -> list[TrainConfig]:
     return configs
 
 
+def score_folds(runs: list[Path], config: TrainConfig, corpus: Corpus, out: Path, robustness: bool) -> dict:
+    """The actors protocol's report for the ensemble of the runs: each fold's ensemble of the runs' models of that
+    fold, scored on the fold's held-out actors (and under every channel condition, with ``robustness``)."""
+    device, clips = _device(config), corpus.clips
+    folds = actor_folds(clips, config.n_folds)
+    fold_results, probabilities = [], np.zeros((len(clips), len(config.model.labels)))
+    for k, test_actors in enumerate(folds):
+        fold_runs = [run / "runs" / f"actors-fold{k + 1}" for run in runs]
+        member_results = [json.loads((fold_run / "result.json").read_text()) for fold_run in fold_runs]
+        for fold_run, member in zip(fold_runs, member_results):
+            if sorted(member["test_actors"]) != sorted(test_actors):
+                raise ValueError(f"{fold_run} held out actors {member['test_actors']}, not {test_actors}.")
+        ensemble = EmotionEnsemble.from_members([EmotionNet.from_pretrained(r / "model") for r in fold_runs])
+        ensemble = ensemble.to(device)
+        test_idx = [i for i, c in enumerate(clips) if c.actor in test_actors]
+        result = evaluate(ensemble, [corpus.speech[i] for i in test_idx], corpus.labels[test_idx], device)
+        probabilities[test_idx] = result.pop("probabilities")
+        result |= {
+            "test_actors": test_actors,
+            "val_actors": member_results[0]["val_actors"],
+            "member_accuracy": [member["accuracy"] for member in member_results],
+        }
+        if robustness:
+            test_recordings = [corpus.recordings[i] for i in test_idx]
+            result["robustness"] = score_conditions(ensemble, [clips[i] for i in test_idx], test_recordings, device)
+        fold_results.append(result)
+        _log(
+            f"fold {k + 1}/{len(folds)} test actors {test_actors}: ensemble acc {result['accuracy']:.3f} "
+            f"(members {', '.join(f'{a:.3f}' for a in result['member_accuracy'])})"
+        )
+    return summarize_folds(clips, folds, fold_results, probabilities, config.model.labels, out)
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", nargs="+", required=True, help="finished training output folders, one per seed")
@@ -96,43 +129,12 @@ def main(argv: list[str] | None = None) -> dict:
     if args.data:
         config.data = args.data
     torch.set_num_threads(config.threads)
-    device = _device(config)
     out.mkdir(parents=True, exist_ok=True)
 
     clips = parse_ravdess(config.data)
     if config.actors:
         clips = [c for c in clips if c.actor in set(config.actors)]
-    corpus = load_corpus(clips, config)
-    folds = actor_folds(clips, config.n_folds)
-    fold_results, probabilities = [], np.zeros((len(clips), len(config.model.labels)))
-    for k, test_actors in enumerate(folds):
-        fold_runs = [run / "runs" / f"actors-fold{k + 1}" for run in runs]
-        members = []
-        for fold_run in fold_runs:
-            heard = json.loads((fold_run / "result.json").read_text())
-            if sorted(heard["test_actors"]) != sorted(test_actors):
-                raise ValueError(f"{fold_run} held out actors {heard['test_actors']}, not {test_actors}.")
-            members.append(EmotionNet.from_pretrained(fold_run / "model"))
-        ensemble = EmotionEnsemble.from_members(members).to(device)
-        test_idx = [i for i, c in enumerate(clips) if c.actor in test_actors]
-        result = evaluate(ensemble, [corpus.speech[i] for i in test_idx], corpus.labels[test_idx], device)
-        probabilities[test_idx] = result.pop("probabilities")
-        result |= {
-            "test_actors": test_actors,
-            "val_actors": heard["val_actors"],
-            "member_accuracy": [json.loads((r / "result.json").read_text())["accuracy"] for r in fold_runs],
-        }
-        if args.robustness:
-            test_clips = [clips[i] for i in test_idx]
-            result["robustness"] = score_conditions(
-                ensemble, test_clips, [corpus.recordings[i] for i in test_idx], device
-            )
-        fold_results.append(result)
-        _log(
-            f"fold {k + 1}/{len(folds)} test actors {test_actors}: ensemble acc {result['accuracy']:.3f} "
-            f"(members {', '.join(f'{a:.3f}' for a in result['member_accuracy'])})"
-        )
-    summary = summarize_folds(clips, folds, fold_results, probabilities, config.model.labels, out)
+    summary = score_folds(runs, config, load_corpus(clips, config), out, args.robustness)
     results = {
         "seed": [c.seed for c in configs],
         "n_clips": len(clips),
@@ -146,6 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
         _write_json(out / "metrics.json", results)
         return results
 
+    # The shipped ensemble: the runs' final models, calibrated on the ensemble's out-of-fold predictions.
     member_metrics = [json.loads((run / "metrics.json").read_text()) for run in runs]
     finals = [m["final"] for m in member_metrics]
     results |= {
@@ -153,8 +156,7 @@ def main(argv: list[str] | None = None) -> dict:
         "member_commands": [m["command"] for m in member_metrics],
         "final": finals[0] | {"members": finals, "wall_seconds": sum(f["wall_seconds"] for f in finals)},
     }
-    model = EmotionEnsemble.from_members([EmotionNet.from_pretrained(run) for run in runs])
-    model.save_pretrained(out)
+    EmotionEnsemble.from_members([EmotionNet.from_pretrained(run) for run in runs]).save_pretrained(out)
     results["calibration"] = calibrate(*read_predictions(out / "predictions_actors.csv")[:3])
     apply(out, results["calibration"])
     for run, member_config in zip(runs, configs):  # each member's own training curves
