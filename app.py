@@ -304,7 +304,24 @@ def figure_html(image: np.ndarray, alt: str) -> str:
     return f'<img class="figure" src="data:image/jpeg;base64,{data}" alt="{html.escape(alt)}">'
 
 
-HOW_IT_WORKS = """
+N_MODELS = recognizer.model.config.n_models
+NETWORKS = (
+    f"an ensemble of {N_MODELS} parallel CNN + Transformer networks trained alike from different seeds, whose "
+    f"probabilities are averaged ({recognizer.model.n_params:,} parameters in all; the attention maps are the "
+    "first network's)"
+    if N_MODELS > 1
+    else f"a parallel CNN + Transformer network ({recognizer.model.n_params:,} parameters)"
+)
+
+ENSEMBLE_NOTE = (
+    f" The model here is {N_MODELS} such networks, trained separately from different random starts, whose "
+    "probabilities are averaged: they disagree on about a quarter of voices, and their average is right more "
+    "often than one network alone. The attention maps are the first network's."
+    if N_MODELS > 1
+    else ""
+)
+
+HOW_IT_WORKS = f"""
 **1. Listen.** Your recording is converted to 16 kHz mono, the silence before and after your voice is cut,
 and its level is evened out, so a whisper and a shout are heard alike.
 
@@ -315,7 +332,7 @@ goes flat and quiet. The model sees only the spectrogram; the two lines are ther
 
 **3. Decide.** Three networks read it side by side. Two *convolutional* networks scan it like an image for
 patterns of pitch and energy; a *Transformer* reads it as a sequence and, through *attention*, lets every
-moment look at every other. Their findings are combined into a probability for each of 8 emotions.
+moment look at every other. Their findings are combined into a probability for each of 8 emotions.{ENSEMBLE_NOTE}
 
 **The attention maps** show, for each layer and head of the Transformer, how much each moment (row) looked at
 each other moment (column). The bottom curve under the spectrogram rolls all of them up into one line: the
@@ -332,15 +349,6 @@ never heard, so "70% confident" means right about 70% of the time.
 you stop, the whole take is analysed. **Compare two takes** puts two recordings side by side: say a sentence
 happy, then sad, and see which emotions moved.
 """
-
-N_MODELS = recognizer.model.config.n_models
-NETWORKS = (
-    f"an ensemble of {N_MODELS} parallel CNN + Transformer networks trained alike from different seeds, whose "
-    f"probabilities are averaged ({recognizer.model.n_params:,} parameters in all; the attention maps are the "
-    "first network's)"
-    if N_MODELS > 1
-    else f"a parallel CNN + Transformer network ({recognizer.model.n_params:,} parameters)"
-)
 
 ABOUT = f"""
 **Model:** {NETWORKS}, trained from scratch on RAVDESS, after *Parallel is All You Want* (2020). Loaded from
