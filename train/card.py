@@ -6,7 +6,7 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ser_model.model import REPO_URL, EmotionNet
+from ser_model.model import REPO_URL, EmotionEnsemble, EmotionNet
 
 from .augment import ChannelConfig
 from .robustness import format_table
@@ -88,7 +88,7 @@ Trained on RAVDESS, licensed CC BY-NC-SA 4.0: these weights are a derivative and
 """
 
 
-def write_card(folder: str | Path, config, results: dict, model: EmotionNet) -> ModelCard:
+def write_card(folder: str | Path, config, results: dict, model: EmotionNet | EmotionEnsemble) -> ModelCard:
     """Write ``folder/README.md`` from the training config and measured results."""
     m = model.config
     actors, random, final = results.get("actors"), results.get("random"), results["final"]
