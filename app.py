@@ -307,8 +307,7 @@ def figure_html(image: np.ndarray, alt: str) -> str:
 N_MODELS = recognizer.model.config.n_models
 NETWORKS = (
     f"an ensemble of {N_MODELS} parallel CNN + Transformer networks trained alike from different seeds, whose "
-    f"probabilities are averaged ({recognizer.model.n_params:,} parameters in all; the attention maps are the "
-    "first network's)"
+    f"probabilities are averaged ({recognizer.model.n_params:,} parameters in all)"
     if N_MODELS > 1
     else f"a parallel CNN + Transformer network ({recognizer.model.n_params:,} parameters)"
 )

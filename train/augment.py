@@ -181,7 +181,7 @@ def warp_frequencies(log_mel: Tensor, factors: Tensor, boundary_hz: float = 4800
     interpolated between neighbouring bands; silent padding stays silent."""
     B, F, _ = log_mel.shape
     nyquist = SAMPLE_RATE / 2
-    mel_points = torch.linspace(0.0, _hz_to_mel(nyquist), F + 2, dtype=torch.float64)
+    mel_points = torch.linspace(0.0, float(_hz_to_mel(torch.tensor(nyquist))), F + 2, dtype=torch.float64)
     centres = 700.0 * (10.0 ** (mel_points[1:-1] / 2595.0) - 1.0)  # (F,) Hz, as torchaudio's filterbank
     alpha = factors.to(torch.float64).unsqueeze(1)  # (B, 1)
     bend = boundary_hz * alpha.clamp(max=1.0) / alpha  # input frequency where the warp turns
@@ -195,9 +195,9 @@ def warp_frequencies(log_mel: Tensor, factors: Tensor, boundary_hz: float = 4800
     return torch.lerp(lower_band, upper_band, weight)
 
 
-def _hz_to_mel(hz: Tensor | float) -> Tensor | float:
+def _hz_to_mel(hz: Tensor) -> Tensor:
     """The HTK mel scale, torchaudio's default."""
-    return 2595.0 * (torch.log10(1.0 + hz / 700.0) if isinstance(hz, Tensor) else np.log10(1.0 + hz / 700.0))
+    return 2595.0 * torch.log10(1.0 + hz / 700.0)
 
 
 def spec_augment(log_mel: Tensor, n_freq_masks: int, max_freq: int, n_time_masks: int, max_time: int) -> Tensor:

@@ -15,7 +15,7 @@ import argparse
 import json
 import shutil
 import sys
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +134,9 @@ def main(argv: list[str] | None = None) -> dict:
     clips = parse_ravdess(config.data)
     if config.actors:
         clips = [c for c in clips if c.actor in set(config.actors)]
-    summary = score_folds(runs, config, load_corpus(clips, config), out, args.robustness)
+    # Scoring needs each clip's recording and speech, not the codec copies training draws from.
+    corpus = load_corpus(clips, replace(config, channels=replace(config.channels, codec_prob=0.0)))
+    summary = score_folds(runs, config, corpus, out, args.robustness)
     results = {
         "seed": [c.seed for c in configs],
         "n_clips": len(clips),
