@@ -75,6 +75,15 @@ def test_reverberation_keeps_the_length():
     assert channels.reverberate(x, response[None]).shape == x.shape
 
 
+@pytest.mark.parametrize("n, m", [(1000, 300), (997, 331), (24000, 8001)])
+def test_reverberation_is_the_linear_convolution_cut_to_length(n, m):
+    rng = np.random.default_rng(n)
+    voice, room = rng.standard_normal((2, n)), rng.standard_normal((2, m))
+    expected = np.stack([np.convolve(v, r)[:n] for v, r in zip(voice, room)])
+    got = channels.reverberate(torch.from_numpy(voice), torch.from_numpy(room)).numpy()
+    np.testing.assert_allclose(got, expected, atol=1e-8 * np.abs(expected).max() * m)
+
+
 def test_microphone_hiss_lies_where_it_claims_below_the_voice():
     config = ChannelConfig(reverb_prob=0, noise_prob=0, hiss_prob=1, telephone_prob=0, codec_prob=0, gain_prob=0)
     recordings = [recording(1.0 + 0.3 * s, seed=s) for s in range(4)]

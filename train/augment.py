@@ -45,11 +45,13 @@ class ChannelAugment:
     Each row draws its own channel: room reverberation, then noise of one type, then the microphone's hiss,
     then a phone line, then the microphone's gain with clipping and 16-bit quantisation. The impulse responses
     and noise tracks are drawn once from ``seed`` (disjoint from the robustness benchmark's); every draw per
-    batch comes from ``generator``.
+    batch comes from ``generator``, on the CPU, so a ``device`` (the GPU a run trains on) changes where the
+    arithmetic runs but not what is drawn.
     """
 
-    def __init__(self, config: ChannelConfig, seed: int):
+    def __init__(self, config: ChannelConfig, seed: int, device: torch.device | str = "cpu"):
         self.config = config
+        self.device = torch.device(device)
         bank = torch.Generator().manual_seed(seed)
         self.impulse_responses = torch.nn.utils.rnn.pad_sequence(
             [
@@ -60,31 +62,32 @@ class ChannelAugment:
                 )
             ],
             batch_first=True,
-        )  # (n_irs, longest)
+        ).to(self.device)  # (n_irs, longest)
         n = int(NOISE_BANK_SECONDS * SAMPLE_RATE)
         self.noise_tracks = {
-            colour: channels.coloured_noise((config.n_noise_tracks, n), colour, bank)
+            colour: channels.coloured_noise((config.n_noise_tracks, n), colour, bank).to(self.device)
             for colour in channels.NOISE_EXPONENTS
             if colour in config.noise_types
         }
         if config.hiss_prob > 0:  # drawn last, so the banks above do not depend on it
-            self.hiss_tracks = channels.coloured_noise((config.n_noise_tracks, n), "white", bank)
+            self.hiss_tracks = channels.coloured_noise((config.n_noise_tracks, n), "white", bank).to(self.device)
 
     def __call__(self, recordings: list[np.ndarray], generator: torch.Generator) -> list[np.ndarray]:
         config, B = self.config, len(recordings)
-        lengths = torch.tensor([len(r) for r in recordings])
+        lengths = torch.tensor([len(r) for r in recordings], device=self.device)
         x = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(r) for r in recordings], batch_first=True)
+        x = x.to(self.device)
         n = x.shape[1]
         valid = channels.valid_mask(lengths, n)
 
         def draw(prob: float) -> Tensor:
-            return torch.rand(B, generator=generator) < prob
+            return (torch.rand(B, generator=generator) < prob).to(self.device)
 
         if (rows := draw(config.reverb_prob)).any():
             which = torch.randint(len(self.impulse_responses), (int(rows.sum()),), generator=generator)
-            x[rows] = channels.reverberate(x[rows], self.impulse_responses[which]) * valid[rows]
+            x[rows] = channels.reverberate(x[rows], self.impulse_responses[which.to(self.device)]) * valid[rows]
         if (rows := draw(config.noise_prob)).any():
-            kinds = torch.randint(len(config.noise_types), (B,), generator=generator)
+            kinds = torch.randint(len(config.noise_types), (B,), generator=generator).to(self.device)
             noise = torch.zeros_like(x)
             for k, kind in enumerate(config.noise_types):
                 chosen = rows & (kinds == k)
@@ -94,7 +97,7 @@ class ChannelAugment:
                     noise[chosen] = _babble_from_batch(x, generator)[chosen]
                 else:
                     noise[chosen] = _crops(self.noise_tracks[kind], int(chosen.sum()), n, generator)
-            snr_db = torch.empty(B).uniform_(*config.snr_db, generator=generator)
+            snr_db = torch.empty(B).uniform_(*config.snr_db, generator=generator).to(self.device)
             x[rows] = channels.add_noise(x[rows], lengths[rows], noise[rows], snr_db[rows])
         if config.hiss_prob > 0 and (rows := draw(config.hiss_prob)).any():  # off: earlier recipes' draws unchanged
             hiss = _crops(self.hiss_tracks, int(rows.sum()), n, generator)
@@ -105,7 +108,7 @@ class ChannelAugment:
         if (rows := draw(config.gain_prob)).any():
             gain_db = torch.empty(int(rows.sum())).uniform_(*config.gain_db, generator=generator)
             x[rows] = channels.to_16_bit(channels.gain_and_clip(x[rows], gain_db))
-        return [row[:length].numpy() for row, length in zip(x, lengths)]
+        return [row[:length].numpy() for row, length in zip(x.cpu(), lengths.tolist())]
 
 
 def prepare_batch(degraded: list[np.ndarray], clean: list[np.ndarray]) -> list[np.ndarray]:
@@ -126,9 +129,9 @@ def _uniform(n: int, bounds: tuple[float, float], generator: torch.Generator) ->
 
 def _crops(tracks: Tensor, n_rows: int, n: int, generator: torch.Generator) -> Tensor:
     """``n_rows`` random n-sample crops of random tracks (K, T) -> (n_rows, n), by one gather."""
-    which = torch.randint(len(tracks), (n_rows, 1), generator=generator)
-    start = torch.randint(tracks.shape[1] - n + 1, (n_rows, 1), generator=generator)
-    return tracks[which, start + torch.arange(n)]
+    which = torch.randint(len(tracks), (n_rows, 1), generator=generator).to(tracks.device)
+    start = torch.randint(tracks.shape[1] - n + 1, (n_rows, 1), generator=generator).to(tracks.device)
+    return tracks[which, start + torch.arange(n, device=tracks.device)]
 
 
 def _babble_from_batch(x: Tensor, generator: torch.Generator) -> Tensor:

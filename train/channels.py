@@ -31,7 +31,7 @@ CODECS = {  # soundfile's lowest bitrate for each: about 24 kbit/s MP3 and 12 kb
 
 def valid_mask(lengths: Tensor, n: int) -> Tensor:
     """(B, n) True where a row holds audio, False on the zero padding after its ``lengths`` samples."""
-    return torch.arange(n).unsqueeze(0) < lengths.unsqueeze(1)
+    return torch.arange(n, device=lengths.device).unsqueeze(0) < lengths.unsqueeze(1)
 
 
 def speech_power(waveform: Tensor, lengths: Tensor) -> Tensor:
@@ -41,8 +41,8 @@ def speech_power(waveform: Tensor, lengths: Tensor) -> Tensor:
     """
     power = F.avg_pool1d(waveform.unsqueeze(1) ** 2, N_FFT, HOP_LENGTH).squeeze(1)  # (B, n_frames)
     frame_db = 10.0 * torch.log10(power + 1e-12)
-    n_frames = ((lengths - N_FFT) // HOP_LENGTH + 1).clamp(min=1)
-    valid = torch.arange(power.shape[1]).unsqueeze(0) < n_frames.unsqueeze(1)
+    n_frames = ((lengths.to(power.device) - N_FFT) // HOP_LENGTH + 1).clamp(min=1)
+    valid = torch.arange(power.shape[1], device=power.device).unsqueeze(0) < n_frames.unsqueeze(1)
     floor = torch.nanquantile(frame_db.masked_fill(~valid, torch.nan), 0.1, dim=1, keepdim=True)
     peak = torch.nanquantile(frame_db.masked_fill(~valid, torch.nan), 0.99, dim=1, keepdim=True)
     floor = torch.maximum(floor, peak - MAX_FLOOR_DEPTH_DB)
@@ -69,6 +69,7 @@ def babble(talkers: Tensor) -> Tensor:
 
 def add_noise(waveform: Tensor, lengths: Tensor, noise: Tensor, snr_db: Tensor) -> Tensor:
     """Add unit-power ``noise`` (B, n) at ``snr_db`` (B,) below each recording's voice, over its valid samples."""
+    lengths, snr_db = lengths.to(waveform.device), snr_db.to(waveform.device)
     scale = (speech_power(waveform, lengths) / 10.0 ** (snr_db / 10.0)).sqrt()
     return waveform + noise * scale.unsqueeze(1) * valid_mask(lengths, waveform.shape[1])
 
@@ -90,7 +91,26 @@ def impulse_response(rt60: float, drr_db: float, generator: torch.Generator) -> 
 
 def reverberate(waveform: Tensor, responses: Tensor) -> Tensor:
     """Convolve each recording (B, n) with its room's impulse response (B, m); the tail past n is cut."""
-    return AF.fftconvolve(waveform, responses)[:, : waveform.shape[1]]
+    n = waveform.shape[1]
+    size = _fast_fft_size(n + responses.shape[1] - 1)  # no wrap-around; 3-10x faster than an arbitrary size
+    spectrum = torch.fft.rfft(waveform, size) * torch.fft.rfft(responses, size)
+    return torch.fft.irfft(spectrum, size)[:, :n]
+
+
+def _fast_fft_size(n: int) -> int:
+    """The smallest 2^a 3^b 5^c >= n: sizes whose FFTs split into small factors."""
+    best = 1 << (n - 1).bit_length()
+    power_of_5 = 1
+    while power_of_5 < best:
+        size = power_of_5
+        while size < best:
+            candidate = size
+            while candidate < n:
+                candidate *= 2
+            best = min(best, candidate)
+            size *= 3
+        power_of_5 *= 5
+    return best
 
 
 def telephone(waveform: Tensor) -> Tensor:
@@ -98,7 +118,7 @@ def telephone(waveform: Tensor) -> Tensor:
     n = waveform.shape[1]
     narrow = AF.resample(waveform, SAMPLE_RATE, TELEPHONE_RATE)
     spectrum = torch.fft.rfft(narrow)
-    frequencies = torch.fft.rfftfreq(narrow.shape[1], 1 / TELEPHONE_RATE)
+    frequencies = torch.fft.rfftfreq(narrow.shape[1], 1 / TELEPHONE_RATE, device=narrow.device)
     in_band = (frequencies >= TELEPHONE_BAND_HZ[0]) & (frequencies <= TELEPHONE_BAND_HZ[1])
     narrow = torch.fft.irfft(spectrum * in_band, n=narrow.shape[1])
     narrow = AF.mu_law_decoding(AF.mu_law_encoding(narrow.clamp(-1.0, 1.0), 256), 256)
@@ -108,7 +128,7 @@ def telephone(waveform: Tensor) -> Tensor:
 
 def gain_and_clip(waveform: Tensor, gain_db: Tensor) -> Tensor:
     """A microphone's level (B,) dB, and the clipping of a converter driven past full scale."""
-    return (waveform * 10.0 ** (gain_db / 20.0).unsqueeze(1)).clamp(-1.0, 1.0)
+    return (waveform * 10.0 ** (gain_db.to(waveform.device) / 20.0).unsqueeze(1)).clamp(-1.0, 1.0)
 
 
 def to_16_bit(waveform: Tensor) -> Tensor:

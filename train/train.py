@@ -344,7 +344,7 @@ def fit(
     train_codec_copies = [[copies[i] for i in fit_idx] for copies in corpus.codec_copies]
     train_labels, val_labels = corpus.labels[fit_idx], corpus.labels[val_idx]
     val_speech = [corpus.speech[i] for i in val_idx]
-    augment = ChannelAugment(config.channels, seed=config.seed)
+    augment = ChannelAugment(config.channels, seed=config.seed, device=device)  # on the GPU when training there
     clean_views = None
     teachers_hear_clean = bool(config.teachers) and config.teachers_hear_clean
     if config.consistency_weight > 0 or teachers_hear_clean:
