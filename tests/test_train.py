@@ -541,13 +541,14 @@ print("FILES", sorted(json.loads(line)["value"]["path"] for line in commit[3].de
     assert "hf_test_secret" not in result.stdout.replace("AUTH True", "") + result.stderr  # never printed
 
 
-def test_ensemble_of_two_seeds_is_scored_on_each_folds_unseen_actors_and_ships_as_one_checkpoint(tmp_path):
+def test_ensemble_of_two_runs_is_scored_on_each_folds_unseen_actors_and_ships_as_one_checkpoint(tmp_path):
     from train.ensemble import main as ensemble_main
 
     runs = []
-    for seed in (0, 1):
+    for seed, early_stopping in ((0, True), (1, False)):  # members differ in seed, and may in early stopping
         out = tmp_path / f"seed{seed}"
-        main(three_fold_config(out, out=str(out), seed=seed, epochs=1, only_folds=None, final=True))
+        config = three_fold_config(out, out=str(out), seed=seed, epochs=1, only_folds=None, final=True)
+        main(replace(config, early_stopping=early_stopping))
         runs.append(out)
     shipped = tmp_path / "ensemble"
     results = ensemble_main(["--runs", *map(str, runs), "--out", str(shipped), "--no-robustness"])
@@ -565,9 +566,12 @@ def test_ensemble_of_two_seeds_is_scored_on_each_folds_unseen_actors_and_ships_a
         written = np.array([[float(r[f"p_{e}"]) for e in recognizer.labels] for r in rows if int(r["fold"]) == k + 1])
         np.testing.assert_allclose(written, mean, atol=1e-4)
     card = (shipped / "README.md").read_text()
-    assert "an ensemble of 2 models (seeds 0, 1" in card and "python -m train.ensemble" in card
+    assert "an ensemble of 2 models, the mean of their probabilities (seed 0: trained on every actor except" in card
+    assert "; seed 1 without early stopping: trained on every actor for a fixed 1 epochs" in card
+    assert "each fold's ensemble of 2 models (seed 0, seed 1 without early stopping) trained on" in card
+    assert "python -m train.ensemble" in card and (shipped / "training_curves_seed1_no_early_stopping.png").is_file()
     # One recipe makes one ensemble: a run of the same seed, or of another recipe, is refused.
-    with pytest.raises(ValueError, match="share a seed"):
+    with pytest.raises(ValueError, match="share a seed and a schedule"):
         ensemble_main(["--runs", str(runs[0]), str(runs[0]), "--out", str(tmp_path / "x")])
     config = json.loads((runs[1] / "train_config.json").read_text())
     (runs[1] / "train_config.json").write_text(json.dumps(config | {"lr": 1.0}))

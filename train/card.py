@@ -93,7 +93,8 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet | Em
     m = model.config
     actors, random, final = results.get("actors"), results.get("random"), results["final"]
     rows, eval_results, notes = [], [], []
-    fold_model = "model" if m.n_models == 1 else f"ensemble (one model per seed, {m.n_models} in all)"
+    members = _members(config, results, m.n_models)
+    fold_model = "model" if len(members) == 1 else f"ensemble of {len(members)} models ({_names(members)})"
     if actors:
         acc, ua, f1 = actors["accuracy"], actors["unweighted_recall"], actors["macro_f1"]
         rows.append(
@@ -104,11 +105,7 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet | Em
         notes.append(
             f"Unseen speakers: mean ± standard deviation over {actors['n_folds']} folds (fold accuracy "
             f"{acc['min']:.1%} to {acc['max']:.1%}); each fold's {fold_model} trained on the other actors"
-            + (
-                " minus one man and one woman used for early stopping."
-                if config.early_stopping
-                else f", {config.epochs} epochs."
-            )
+            + _fold_training({member["early_stopping"] for member in members}, config.epochs)
         )
         eval_results += _eval_results("unseen speakers (actor k-fold)", acc["mean"], ua["mean"], f1["mean"])
     if random:
@@ -189,7 +186,7 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet | Em
         clip_seconds=m.clip_seconds,
         n_clips=results.get("n_clips", "?"),
         n_actors=results.get("n_actors", "?"),
-        final_fit=_final_fit(final, results.get("seed", config.seed)),
+        final_fit=_final_fit(final, members),
         wall_minutes=f"{final['wall_seconds'] / 60:.1f}",
         hardware=results.get("hardware", "CPU"),
         clips_per_second=f"{final['clips_per_second']:.0f}",
@@ -212,20 +209,54 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet | Em
     return card
 
 
-def _final_fit(final: dict, seed: int | list[int]) -> str:
-    """How the shipped weights were fitted, in words: one model, or an ensemble of one recipe's seeds."""
-    members = final.get("members", [final])
-    if final["val_actors"]:
-        epochs = ", ".join(f"{m['best_epoch']} of {m['epochs_run']}" for m in members)
-        how = (
-            f"trained on every actor except actors {final['val_actors']}, held out for early stopping on UA; "
-            f"best epoch {epochs}"
-        )
-    else:
-        how = f"trained on every actor for a fixed {final['epochs_run']} epochs (no early stopping), the last kept"
-    if len(members) == 1:
-        return how
-    return f"an ensemble of {len(members)} models ({_seeds(seed)}; the mean of their probabilities), each {how}"
+def _members(config, results: dict, n_models: int) -> list[dict]:
+    """The shipped models' seeds and schedules: one, or an ensemble's (``train.ensemble`` records them; an older
+    ensemble's members all share ``config``'s schedule)."""
+    if "members" in results:
+        return results["members"]
+    seeds = results.get("seed", config.seed)
+    seeds = seeds if isinstance(seeds, list) else [seeds] * n_models
+    return [{"seed": seed, "early_stopping": config.early_stopping} for seed in seeds]
+
+
+def _name(member: dict) -> str:
+    return f"seed {member['seed']}" + ("" if member["early_stopping"] else " without early stopping")
+
+
+def _names(members: list[dict]) -> str:
+    return ", ".join(map(_name, members))
+
+
+def _fold_training(early_stopping: set[bool], epochs: int) -> str:
+    """How each fold's models used the training actors, ending the sentence that names them."""
+    if early_stopping == {True}:
+        return " minus one man and one woman used for early stopping."
+    if early_stopping == {False}:
+        return f", {epochs} epochs."
+    return (
+        "; a model with early stopping held one man and one woman of them out to stop on, one without trained on "
+        f"them too, for {epochs} epochs."
+    )
+
+
+def _final_fit(final: dict, members: list[dict]) -> str:
+    """How the shipped weights were fitted, in words: one model, or each model of an ensemble."""
+    fits = final.get("members", [final])
+    hows = []
+    for fit in fits:
+        if fit["val_actors"]:
+            hows.append(
+                f"trained on every actor except actors {fit['val_actors']}, held out for early stopping on UA; "
+                f"best epoch {fit['best_epoch']} of {fit['epochs_run']}"
+            )
+        else:
+            hows.append(
+                f"trained on every actor for a fixed {fit['epochs_run']} epochs (no early stopping), the last kept"
+            )
+    if len(fits) == 1:
+        return hows[0]
+    each = "; ".join(f"{_name(member)}: {how}" for member, how in zip(members, hows))
+    return f"an ensemble of {len(fits)} models, the mean of their probabilities ({each})"
 
 
 def _seeds(seed: int | list[int]) -> str:

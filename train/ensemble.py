@@ -1,12 +1,14 @@
-"""One checkpoint from several runs of one recipe trained from different seeds, measured as honestly as one run.
+"""One checkpoint from several runs of one recipe, measured as honestly as one run.
 
-    python -m train.ensemble --runs runs/seed0 runs/seed1 --out checkpoints/ser-parallel
+    python -m train.ensemble --runs runs/seed0 runs/seed0-no-es --out checkpoints/ser-parallel
 
 Each run is a finished ``python -m train --protocol actors`` folder (its folds and its final fit) over the same
-clips, folds and model shape. For every fold, the ensemble of the runs' models of that fold (none of which heard
-the fold's test actors) is scored on the fold's held-out actors, clean and under every channel condition of
-``train.robustness``. The runs' final models become the shipped :class:`EmotionEnsemble`, calibrated on the
-ensemble's out-of-fold predictions, with its card and metrics.
+clips, folds and model shape. The runs differ in their seed, or in how they use the two validation actors
+(held out for early stopping, or trained on for the whole schedule with ``--no-early-stopping``). For every
+fold, the ensemble of the runs' models of that fold (none of which heard the fold's test actors) is scored on
+the fold's held-out actors, clean and under every channel condition of ``train.robustness``. The runs' final
+models become the shipped :class:`EmotionEnsemble`, calibrated on the ensemble's out-of-fold predictions, with
+its card and metrics.
 """
 
 from __future__ import annotations
@@ -31,9 +33,12 @@ from .hub import push_folder
 from .robustness import score_conditions
 from .train import Corpus, TrainConfig, _device, _log, _write_json, evaluate, load_corpus, summarize_folds
 
-# What a member run may differ in: its seed and where it ran. Anything else makes it another recipe.
+# What makes the members of one recipe different models: the seed, and whether the two validation actors are held
+# out to stop on or trained on for the whole schedule (a model that saw two more voices; docs/experiments.md).
+MEMBER_VARIANTS = ("seed", "early_stopping")
+# What else a member run may differ in: where and how it ran. Anything else makes it another recipe.
 MAY_DIFFER = {
-    "seed",
+    *MEMBER_VARIANTS,
     "out",
     "cache_dir",
     "resume",
@@ -56,9 +61,14 @@ def read_config(run: Path) -> TrainConfig:
     )
 
 
+def member_name(config: TrainConfig) -> str:
+    """A member in words: "seed 1", or "seed 1, no early stopping"."""
+    return f"seed {config.seed}" + ("" if config.early_stopping else ", no early stopping")
+
+
 def check_runs(runs: list[Path], final: bool = True) -> list[TrainConfig]:
-    """The runs' configs, after checking that they are one recipe from different seeds, each finished (its
-    folds, and with ``final`` its final fit)."""
+    """The runs' configs, after checking that they are one recipe's different models (``MEMBER_VARIANTS``), each
+    finished (its folds, and with ``final`` its final fit)."""
     if len(runs) < 2:
         raise ValueError("An ensemble needs at least two runs.")
     configs = [read_config(run) for run in runs]
@@ -67,8 +77,8 @@ def check_runs(runs: list[Path], final: bool = True) -> list[TrainConfig]:
     for run, other in zip(runs[1:], recipe[1:]):
         if changed := sorted(k for k in other if other[k] != recipe[0][k]):
             raise ValueError(f"{run} differs from {runs[0]} in {', '.join(changed)}: one recipe makes one ensemble.")
-    if len({c.seed for c in configs}) < len(configs):
-        raise ValueError("Two runs share a seed: they are the same model, not an ensemble.")
+    if len({member_name(c) for c in configs}) < len(configs):
+        raise ValueError("Two runs share a seed and a schedule: they are the same model, not an ensemble.")
     if any((run / "clips.csv").read_text() != (runs[0] / "clips.csv").read_text() for run in runs):
         raise ValueError("The runs did not read the same clips.")
     for run, config in zip(runs, configs):
@@ -100,7 +110,7 @@ def score_folds(runs: list[Path], config: TrainConfig, corpus: Corpus, out: Path
         probabilities[test_idx] = result.pop("probabilities")
         result |= {
             "test_actors": test_actors,
-            "val_actors": member_results[0]["val_actors"],
+            "val_actors": sorted({a for member in member_results for a in member["val_actors"]}),
             "member_accuracy": [member["accuracy"] for member in member_results],
         }
         if robustness:
@@ -116,7 +126,7 @@ def score_folds(runs: list[Path], config: TrainConfig, corpus: Corpus, out: Path
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--runs", nargs="+", required=True, help="finished training output folders, one per seed")
+    parser.add_argument("--runs", nargs="+", required=True, help="finished training output folders, one per member")
     parser.add_argument("--out", required=True, help="checkpoint folder to write")
     parser.add_argument("--data", help="RAVDESS folder (default: the one the runs trained on)")
     parser.add_argument("--robustness", action=argparse.BooleanOptionalAction, default=True)
@@ -139,6 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     summary = score_folds(runs, config, corpus, out, args.robustness)
     results = {
         "seed": [c.seed for c in configs],
+        "members": [{k: getattr(c, k) for k in MEMBER_VARIANTS} for c in configs],
         "n_clips": len(clips),
         "n_actors": len({c.actor for c in clips}),
         "command": "python -m train.ensemble " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -162,10 +173,11 @@ def main(argv: list[str] | None = None) -> dict:
     results["calibration"] = calibrate(*read_predictions(out / "predictions_actors.csv")[:3])
     apply(out, results["calibration"])
     for run, member_config in zip(runs, configs):  # each member's own training curves
-        shutil.copyfile(run / "training_curves.png", out / f"training_curves_seed{member_config.seed}.png")
+        slug = f"seed{member_config.seed}" + ("" if member_config.early_stopping else "_no_early_stopping")
+        shutil.copyfile(run / "training_curves.png", out / f"training_curves_{slug}.png")
     write_card(out, config, results, EmotionEnsemble.from_pretrained(out))
     _write_json(out / "metrics.json", results)
-    _write_json(out / "train_config.json", asdict(config) | {"ensemble_seeds": [c.seed for c in configs]})
+    _write_json(out / "train_config.json", asdict(config) | {"ensemble_members": results["members"]})
     _log(f"saved the ensemble to {out}")
     if args.push_to_hub:
         push_folder(out, args.push_to_hub)
