@@ -87,7 +87,7 @@ def load_audio(audio: AudioInput, sample_rate: int | None = None) -> np.ndarray:
     return _resample(samples, int(sample_rate))
 
 
-def prepare_speech(samples: np.ndarray) -> np.ndarray:
+def prepare_speech(samples: np.ndarray, activity: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Trim leading and trailing non-speech and scale the voice to :data:`TARGET_DBFS`.
 
     A browser recording starts and ends with room noise and arrives at any level; after this the
@@ -96,6 +96,7 @@ def prepare_speech(samples: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     samples: np.ndarray, shape (n,), mono float32 at SAMPLE_RATE (from :func:`load_audio`).
+    activity: the recording's :func:`voice_activity`, when the caller has it already.
 
     Returns
     -------
@@ -107,21 +108,24 @@ def prepare_speech(samples: np.ndarray) -> np.ndarray:
         If the audio is digital silence, a steady sound with no voice above it, or holds less than
         :data:`MIN_SPEECH_SECONDS` of voice. How loud the voice is does not matter.
     """
-    frame_db, voiced = voice_activity(samples)
+    frame_db, voiced = activity if activity is not None else voice_activity(samples)
     first, last = np.flatnonzero(voiced)[[0, -1]]
     if _seconds(first, last) < MIN_SPEECH_SECONDS:
         raise AudioError(_too_short_message(_seconds(first, last)))
     return _cut_and_level(samples, frame_db, voiced, first, last)
 
 
-def split_utterances(samples: np.ndarray) -> list[tuple[float, float, np.ndarray]]:
+def split_utterances(
+    samples: np.ndarray, activity: tuple[np.ndarray, np.ndarray] | None = None
+) -> list[tuple[float, float, np.ndarray]]:
     """The utterances of a recording: voice separated by pauses of at least :data:`MIN_PAUSE_SECONDS`.
 
     Returns ``(start_seconds, end_seconds, speech)`` for each, in order, the speech cut and levelled as
     :func:`prepare_speech` does a whole recording. Stretches of voice shorter than :data:`MIN_SPEECH_SECONDS`
-    (a cough, a click) are left out. Raises :class:`AudioError` as :func:`prepare_speech` does.
+    (a cough, a click) are left out. ``activity`` is the recording's :func:`voice_activity`, when the caller has
+    it already. Raises :class:`AudioError` as :func:`prepare_speech` does.
     """
-    frame_db, voiced = voice_activity(samples)
+    frame_db, voiced = activity if activity is not None else voice_activity(samples)
     frames = np.flatnonzero(voiced)
     pause_frames = int(MIN_PAUSE_SECONDS * SAMPLE_RATE / HOP_LENGTH)
     runs = np.split(frames, np.flatnonzero(np.diff(frames) > pause_frames) + 1)

@@ -16,6 +16,7 @@ from .audio import (
     pad_or_trim,
     prepare_speech,
     split_utterances,
+    voice_activity,
     window_starts,
 )
 from .model import EmotionEnsemble, EmotionNet
@@ -88,8 +89,9 @@ class EmotionRecognizer:
         Raises ``ser_model.AudioError`` with a plain-English message for unusable audio.
         """
         samples = load_audio(audio, sample_rate)
-        prediction = self.predict_speech(prepare_speech(samples))
-        utterances = split_utterances(samples)
+        activity = voice_activity(samples)  # judged once, for the whole recording and for its utterances
+        prediction = self.predict_speech(prepare_speech(samples, activity))
+        utterances = split_utterances(samples, activity)
         if len(utterances) == 1:  # the recording's own verdict: no second look at the same voice
             start, end, _ = utterances[0]
             prediction.utterances = [Utterance(start, end, prediction.label, prediction.probabilities, prediction.sure)]
