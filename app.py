@@ -306,16 +306,16 @@ def figure_html(image: np.ndarray, alt: str) -> str:
 
 N_MODELS = recognizer.model.config.n_models
 NETWORKS = (
-    f"an ensemble of {N_MODELS} parallel CNN + Transformer networks trained alike from different seeds, whose "
+    f"an ensemble of {N_MODELS} parallel CNN + Transformer networks trained separately with one recipe, whose "
     f"probabilities are averaged ({recognizer.model.n_params:,} parameters in all)"
     if N_MODELS > 1
     else f"a parallel CNN + Transformer network ({recognizer.model.n_params:,} parameters)"
 )
 
 ENSEMBLE_NOTE = (
-    f" The model here is {N_MODELS} such networks, trained separately from different random starts, whose "
-    "probabilities are averaged: they disagree on about a quarter of voices, and their average is right more "
-    "often than one network alone. The attention maps are the first network's."
+    f" The model here is {N_MODELS} such networks, trained separately (from different random starts, or on "
+    "different voices), whose probabilities are averaged: they disagree on about a quarter of voices, and their "
+    "average is right more often than one network alone. The attention maps are the first network's."
     if N_MODELS > 1
     else ""
 )

@@ -196,12 +196,8 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet | Em
         label_smoothing=config.label_smoothing,
         batch_size=config.batch_size,
         epochs=config.epochs,
-        seed=_seeds(results.get("seed", config.seed)),
-        weight_average=(
-            f"the weights validated and shipped are an exponential moving average (decay {config.ema_decay})"
-            if config.ema_decay
-            else "the weights shipped are the best epoch's own"
-        ),
+        seed=_names(members),
+        weight_average=_kept_weights(config, {member["early_stopping"] for member in members}),
         reproduce=_reproduce(results),
         citation=RAVDESS_CITATION,
     )
@@ -259,8 +255,15 @@ def _final_fit(final: dict, members: list[dict]) -> str:
     return f"an ensemble of {len(fits)} models, the mean of their probabilities ({each})"
 
 
-def _seeds(seed: int | list[int]) -> str:
-    return f"seed {seed}" if isinstance(seed, int) else f"seeds {', '.join(map(str, seed))}"
+def _kept_weights(config, early_stopping: set[bool]) -> str:
+    """Which weights were shipped: an average, the best epoch's, or the last epoch's."""
+    if config.ema_decay:
+        return f"the weights validated and shipped are an exponential moving average (decay {config.ema_decay})"
+    if early_stopping == {True}:
+        return "the weights shipped are the best epoch's own"
+    if early_stopping == {False}:
+        return "the weights shipped are the last epoch's own"
+    return "the weights shipped are each model's best epoch's own (the last epoch's, without early stopping)"
 
 
 def _reproduce(results: dict) -> str:
