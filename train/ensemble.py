@@ -61,11 +61,6 @@ def read_config(run: Path) -> TrainConfig:
     )
 
 
-def member_name(config: TrainConfig) -> str:
-    """A member in words: "seed 1", or "seed 1, no early stopping"."""
-    return f"seed {config.seed}" + ("" if config.early_stopping else ", no early stopping")
-
-
 def check_runs(runs: list[Path], final: bool = True) -> list[TrainConfig]:
     """The runs' configs, after checking that they are one recipe's different models (``MEMBER_VARIANTS``), each
     finished (its folds, and with ``final`` its final fit)."""
@@ -77,7 +72,7 @@ def check_runs(runs: list[Path], final: bool = True) -> list[TrainConfig]:
     for run, other in zip(runs[1:], recipe[1:]):
         if changed := sorted(k for k in other if other[k] != recipe[0][k]):
             raise ValueError(f"{run} differs from {runs[0]} in {', '.join(changed)}: one recipe makes one ensemble.")
-    if len({member_name(c) for c in configs}) < len(configs):
+    if len({tuple(getattr(c, k) for k in MEMBER_VARIANTS) for c in configs}) < len(configs):
         raise ValueError("Two runs share a seed and a schedule: they are the same model, not an ensemble.")
     if any((run / "clips.csv").read_text() != (runs[0] / "clips.csv").read_text() for run in runs):
         raise ValueError("The runs did not read the same clips.")
