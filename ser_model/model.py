@@ -69,7 +69,7 @@ class ModelConfig:
     # verdict below `not_sure_below` is shown as "not sure". The defaults leave the model as trained.
     temperature: float = 1.0
     not_sure_below: float = 0.0
-    # > 1: the checkpoint holds this many networks of this shape, trained alike from different seeds, and
+    # > 1: the checkpoint holds this many networks of this shape, trained separately with one recipe, and
     # answers with the mean of their probabilities (EmotionEnsemble); the calibration above is the ensemble's.
     n_models: int = 1
 
@@ -285,12 +285,13 @@ class EmotionNet(nn.Module, PyTorchModelHubMixin, **HUB_METADATA):
 
 
 class EmotionEnsemble(nn.Module, PyTorchModelHubMixin, **HUB_METADATA):
-    """Several EmotionNets of one shape, trained alike from different seeds: their mean probability.
+    """Several EmotionNets of one shape, trained separately with one recipe: their mean probability.
 
-    Models from different seeds disagree on a quarter or more of unseen speakers' clips; the mean of two scored
-    1.9 points above one model on average over 5 folds, and lost less under noise (docs/experiments.md). It
-    reads, saves and loads as one EmotionNet does (one log-mel, one ``config.json``, one ``model.safetensors``);
-    its logits are the log of the mean probability, and its attention maps are the first model's.
+    Models from different seeds (or with and without early stopping) disagree on a quarter or more of unseen
+    speakers' clips; the mean of two scored 1.9 points or more above one model on average over 5 folds, and
+    lost less under noise (docs/experiments.md). It reads, saves and loads as one EmotionNet does (one log-mel,
+    one ``config.json``, one ``model.safetensors``); its logits are the log of the mean probability, and its
+    attention maps are the first model's.
     """
 
     def __init__(self, config: ModelConfig):

@@ -75,8 +75,7 @@ class ChannelAugment:
     def __call__(self, recordings: list[np.ndarray], generator: torch.Generator) -> list[np.ndarray]:
         config, B = self.config, len(recordings)
         lengths = torch.tensor([len(r) for r in recordings], device=self.device)
-        x = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(r) for r in recordings], batch_first=True)
-        x = x.to(self.device)
+        x = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(r) for r in recordings], batch_first=True).to(self.device)
         n = x.shape[1]
         valid = channels.valid_mask(lengths, n)
 
