@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from huggingface_hub import PyTorchModelHubMixin, constants, hf_hub_download
 from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, OfflineModeIsEnabled
 from torch import Tensor, nn
-from torchaudio.transforms import MelSpectrogram
+from torchaudio.transforms import MelScale, Spectrogram
 
 from .audio import CLIP_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
 
@@ -97,14 +97,18 @@ class LogMel(nn.Module):
 
     def __init__(self, n_mels: int):
         super().__init__()
-        self.mel = MelSpectrogram(SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=n_mels)
+        self.spectrogram = Spectrogram(n_fft=N_FFT, hop_length=HOP_LENGTH, power=None)  # complex
+        self.mel_scale = MelScale(n_mels, SAMPLE_RATE, n_stft=N_FFT // 2 + 1)
         # The STFT window and mel filterbank follow from the constants, so they are rebuilt, not saved.
-        for module in self.mel.modules():
+        for module in self.modules():
             for name, buffer in list(module.named_buffers(recurse=False)):
                 module.register_buffer(name, buffer.contiguous().clone(), persistent=False)
 
     def forward(self, waveform: Tensor) -> Tensor:
-        return 10.0 * torch.log10(self.mel(waveform) + 10.0 ** (LOG_FLOOR_DB / 10.0))
+        spectrum = self.spectrogram(waveform)
+        # |X|^2 as re^2 + im^2: a third of the time of abs().pow(2), which takes a square root to square it.
+        power = spectrum.real.square() + spectrum.imag.square()
+        return 10.0 * torch.log10(self.mel_scale(power) + 10.0 ** (LOG_FLOOR_DB / 10.0))
 
 
 def subtract_band_means(log_mel: Tensor) -> Tensor:
@@ -145,7 +149,13 @@ class ConvBranch(nn.Module):
         self.n_out = 2 * n_in
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.blocks(x)  # (B, C, F / 2^k, T / 2^k)
+        # Channels-last activations make the CPU's batch-1 convolutions and max pooling several times faster
+        # (the model 15-20% faster in all). A one-channel image has no layout to carry, so the first
+        # convolution's output takes it.
+        input_pool, first_conv, *layers = self.blocks
+        x = first_conv(input_pool(x)).contiguous(memory_format=torch.channels_last)
+        for layer in layers:
+            x = layer(x)  # ends (B, C, F / 2^k, T / 2^k)
         return torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=1)  # (B, 2C)
 
 

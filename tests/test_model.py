@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torchaudio.transforms import MelSpectrogram
 
 from ser_model import EmotionNet, ModelConfig
-from ser_model.model import NOISE_CUT_DB, subtract_band_means, subtract_noise_floor
+from ser_model.audio import HOP_LENGTH, N_FFT, SAMPLE_RATE
+from ser_model.model import LOG_FLOOR_DB, NOISE_CUT_DB, LogMel, subtract_band_means, subtract_noise_floor
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -19,6 +21,23 @@ def test_forward_shapes(batch, overrides):
     assert output.logits.shape == (batch, len(config.labels))
     assert output.attentions.shape == (batch, config.n_layers, config.n_heads, config.n_tokens, config.n_tokens)
     assert model.frontend(waveform).shape == (batch, config.n_mels, config.n_frames)
+
+
+def test_log_mel_is_torchaudios_power_mel_spectrogram_in_db():
+    # LogMel squares the spectrum's real and imaginary parts itself (faster than abs().pow(2)).
+    waveform = torch.randn(2, SAMPLE_RATE) * 0.1
+    reference = MelSpectrogram(SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=64)(waveform)
+    expected = 10.0 * torch.log10(reference + 10.0 ** (LOG_FLOOR_DB / 10.0))
+    torch.testing.assert_close(LogMel(64)(waveform), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_cnn_branch_in_channels_last_gives_what_its_layers_give_in_order(random_model):
+    # ConvBranch runs its layers one by one to switch the memory layout; the numbers must not change.
+    cnn = random_model.cnns[1]
+    image = torch.randn(2, 1, random_model.config.n_mels, random_model.config.n_frames)
+    with torch.inference_mode():
+        maps = cnn.blocks(image)  # the Sequential in the default layout
+        torch.testing.assert_close(cnn(image), torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1))
 
 
 def test_attention_rows_sum_to_one_and_do_not_change_the_logits(random_model):
