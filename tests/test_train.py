@@ -577,3 +577,37 @@ def test_ensemble_of_two_runs_is_scored_on_each_folds_unseen_actors_and_ships_as
     (runs[1] / "train_config.json").write_text(json.dumps(config | {"lr": 1.0}))
     with pytest.raises(ValueError, match="differs .* in lr"):
         ensemble_main(["--runs", *map(str, runs), "--out", str(tmp_path / "x")])
+
+
+def test_sweep_runs_each_recipe_and_seed_and_scores_the_twins_ensemble(tmp_path):
+    # scripts/sweep.py: the GPU sweep's launcher, here with two tiny runs on one fold of 6 actors.
+    out = tmp_path / "sweep"
+    tiny = ["--actors", "1", "2", "3", "4", "5", "6", "--folds", "3", "--only-folds", "1", "--epochs", "1"]
+    tiny += ["--cache-dir", str(tmp_path / "cache"), "--codec-prob", "0", "--no-robustness"]
+    tiny += ["--model", "cnn_channels=8,16", "d_model=32", "n_layers=1"]
+    command = [sys.executable, "scripts/sweep.py", "--data", RAVDESS_DIR, "--out", str(out), "--seeds", "3"]
+    result = subprocess.run(
+        [*command, "--recipes", "es", "no-es", "--parallel", "2", "--threads", "1", "--", *tiny],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for name, early_stopping in (("es-seed3", True), ("no-es-seed3", False)):
+        assert json.loads((out / name / "train_config.json").read_text())["early_stopping"] is early_stopping
+        assert f"{name} finished" in result.stdout
+    twins = [
+        json.loads((out / name / "runs" / "actors-fold1" / "result.json").read_text())
+        for name in ("es-seed3", "no-es-seed3")
+    ]
+    with open(out / "es-seed3" / "clips.csv", newline="") as table:
+        truth = [
+            twins[0]["labels"].index(c["emotion"])
+            for c in csv.DictReader(table)
+            if int(c["actor"]) in twins[0]["test_actors"]
+        ]
+    ensemble = (np.mean([t["probabilities"] for t in twins], axis=0).argmax(1) == truth).mean()
+    assert f"| es-seed3 + no-es-seed3 | {ensemble:.1%} |" in result.stdout
+    summary = subprocess.run([*command, "--summary"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert "| es | 1 |" in summary.stdout and "| no-es | 1 |" in summary.stdout

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 import random
 import re
 import warnings
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -133,8 +136,10 @@ def load_recordings(
     """Each clip decoded and resampled by ``ser_model.audio.load_audio``, untrimmed: the recording as the app
     receives it. With ``codec`` ("mp3", "opus"), the same recording after that codec (``channels.codec``).
 
-    Decoding (and encoding) is the slowest part of a run, so the result is cached in ``cache_dir`` (an
-    ``.npz`` keyed by the file list, the codec and the audio settings) and reused by every fold and run.
+    Decoding (and encoding) is the slowest part of a run, so it runs on every core (libsndfile lets go of
+    Python's lock) and the result is cached in ``cache_dir`` (an ``.npz`` keyed by the file list, the codec and
+    the audio settings), reused by every fold and run. The cache is written whole or not at all, so runs started
+    together (a sweep) may each write it but never read half of one.
     """
     cache_file = None
     if cache_dir is not None:
@@ -144,17 +149,20 @@ def load_recordings(
             with np.load(cache_file) as cached:
                 flat, offsets = cached["flat"], cached["offsets"]
             return [flat[a:b] for a, b in zip(offsets[:-1], offsets[1:])]
-    if codec is None:
-        recordings = [load_audio(c.path) for c in tqdm(clips, desc="decoding", unit="clip", leave=False)]
-    else:
-        originals = load_recordings(clips, cache_dir)
-        recordings = [
-            channels.codec(r, codec) for r in tqdm(originals, desc=f"{codec} copies", unit="clip", leave=False)
-        ]
+    with ThreadPoolExecutor() as pool:  # map keeps the clips' order
+        if codec is None:
+            work = pool.map(load_audio, [c.path for c in clips])
+        else:
+            work = pool.map(partial(channels.codec, name=codec), load_recordings(clips, cache_dir))
+        recordings = list(
+            tqdm(work, total=len(clips), desc=f"{codec} copies" if codec else "decoding", unit="clip", leave=False)
+        )
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        offsets = np.cumsum([0] + [len(r) for r in recordings])
-        np.savez(cache_file, flat=np.concatenate(recordings), offsets=offsets)
+        partial_file = cache_file.with_suffix(f".{os.getpid()}.tmp")
+        with open(partial_file, "wb") as f:
+            np.savez(f, flat=np.concatenate(recordings), offsets=np.cumsum([0] + [len(r) for r in recordings]))
+        os.replace(partial_file, cache_file)
     return recordings
 
 

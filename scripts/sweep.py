@@ -1,0 +1,143 @@
+"""Cross-validation sweeps: recipes x seeds over the 5 actor folds, several runs at a time (e.g. on one GPU).
+
+    python scripts/sweep.py --data ../shared/data/ravdess --recipes es no-es --seeds 10 11 12 --parallel 6
+    python scripts/sweep.py --summary                     # the tables of what has finished, nothing run
+
+Each run is ``python -m train --protocol actors --no-final --resume`` into ``OUT/<recipe>-seed<N>``, so a
+stopped sweep resumes with the same command. Recipes compare by their mean over seeds: one seed's 5 folds move
+by 2-3 points from seed to seed (docs/experiments.md). The summary prints each run's clean accuracy, each
+recipe's mean and spread over seeds, and what the ensembles the app could ship would score: each seed's
+early-stopped model with its twin trained without early stopping, and disjoint pairs of seeds of one recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ablation_summary import ensemble_fold_scores  # noqa: E402
+
+# What each recipe adds to the shipped one (train.TrainConfig's defaults).
+RECIPES = {
+    "es": [],  # early stopping on one man and one woman of the training actors
+    "no-es": ["--no-early-stopping"],  # they train too; the last of 60 epochs is kept
+    "wide": ["--model", "cnn_channels=32,64,128,128"],  # both CNN branches twice as wide
+    "wide-no-es": ["--model", "cnn_channels=32,64,128,128", "--no-early-stopping"],
+}
+TWINS = [("es", "no-es"), ("wide", "wide-no-es")]  # pairs of recipes whose same-seed models make an ensemble
+
+
+def command(recipe: str, seed: int, args: argparse.Namespace) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "train",
+        "--data",
+        args.data,
+        "--protocol",
+        "actors",
+        "--no-final",
+        "--resume",
+        "--seed",
+        str(seed),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+        "--out",
+        str(args.out / f"{recipe}-seed{seed}"),
+        *RECIPES[recipe],
+        *args.train_args,
+    ]
+
+
+def run_all(args: argparse.Namespace) -> None:
+    """Every recipe x seed, at most ``args.parallel`` at a time; each writes its log beside its output."""
+    queue = [(recipe, seed) for seed in args.seeds for recipe in args.recipes]
+    running: list[tuple[str, subprocess.Popen]] = []
+    args.out.mkdir(parents=True, exist_ok=True)
+    while queue or running:
+        while queue and len(running) < args.parallel:
+            recipe, seed = queue.pop(0)
+            name = f"{recipe}-seed{seed}"
+            with open(args.out / f"{name}.log", "a") as log:  # the child keeps its own handle
+                running.append((name, subprocess.Popen(command(recipe, seed, args), stdout=log, stderr=log)))
+            print(f"started {name}", flush=True)
+        time.sleep(5)
+        for name, process in [r for r in running if r[1].poll() is not None]:
+            running.remove((name, process))
+            print(f"{name} {'finished' if process.returncode == 0 else f'failed ({process.returncode})'}", flush=True)
+
+
+def summarize(out: Path) -> None:
+    """Markdown tables of every finished run under ``out`` and of the ensembles they make."""
+    runs = {p.parent.name: p.parent for p in sorted(out.glob("*/metrics.json"))}
+    if not runs:
+        print(f"No finished run under {out}.")
+        return
+    print("| run | clean accuracy (mean over folds) | folds | mean drop under the conditions |")
+    print("|---|---|---|---|")
+    by_recipe: dict[str, list[float]] = {}
+    seeds: dict[str, set[int]] = {}
+    for name, run in runs.items():
+        actors = json.loads((run / "metrics.json").read_text())["actors"]
+        folds = [f["accuracy"] for f in actors["folds"]]
+        robustness = actors.get("robustness") or {}
+        drops = [row["drop"] for condition, row in robustness.items() if condition != "clean"]
+        drop = f"{100 * np.mean(drops):.1f} points" if drops else "not scored"
+        print(f"| {name} | {np.mean(folds):.1%} | {', '.join(f'{a:.1%}' for a in folds)} | {drop} |")
+        recipe, seed = name.rsplit("-seed", 1)
+        by_recipe.setdefault(recipe, []).append(float(np.mean(folds)))
+        seeds.setdefault(recipe, set()).add(int(seed))
+    print("\n| recipe | seeds | mean clean accuracy | spread (sd over seeds) |")
+    print("|---|---|---|---|")
+    for recipe, scores in by_recipe.items():
+        print(f"| {recipe} | {len(scores)} | {np.mean(scores):.1%} | {100 * np.std(scores):.1f} points |")
+
+    ensembles = []
+    for first, second in TWINS:  # each seed's model with its twin
+        ensembles += [
+            (runs[f"{first}-seed{seed}"], runs[f"{second}-seed{seed}"])
+            for seed in seeds.get(first, set()) & seeds.get(second, set())
+        ]
+    for recipe, recipe_seeds in seeds.items():  # disjoint pairs of one recipe's seeds, in seed order
+        ordered = [runs[f"{recipe}-seed{seed}"] for seed in sorted(recipe_seeds)]
+        ensembles += list(zip(ordered[::2], ordered[1::2]))
+    if ensembles:
+        print("\n| ensemble (mean of probabilities) | clean accuracy | folds |")
+        print("|---|---|---|")
+        for pair in ensembles:
+            scores = [fold["ensemble"] for fold in ensemble_fold_scores(list(pair))]
+            folds = ", ".join(f"{a:.1%}" for a in scores)
+            print(f"| {' + '.join(r.name for r in pair)} | {np.mean(scores):.1%} | {folds} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/data/ravdess")
+    parser.add_argument("--out", type=Path, default=Path("runs/sweep"))
+    parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=["es", "no-es"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12])
+    parser.add_argument("--parallel", type=int, default=1, help="runs at a time (one on a 2-core CPU)")
+    parser.add_argument("--threads", type=int, help="torch threads a run (default: the cores shared out)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--summary", action="store_true", help="print the tables of finished runs; run nothing")
+    parser.add_argument("train_args", nargs="*", help="after --: passed to every `python -m train`")
+    args = parser.parse_args()
+    args.threads = args.threads or max(1, (os.cpu_count() or 2) // args.parallel)
+    if not args.summary:
+        run_all(args)
+    summarize(args.out)
+
+
+if __name__ == "__main__":
+    main()
