@@ -36,9 +36,9 @@ Degrade = Callable[[np.ndarray, torch.Generator, list[np.ndarray]], np.ndarray]
 def _noise(colour: str, snr_db: float) -> Degrade:
     def degrade(recording, generator, others):
         x = torch.from_numpy(recording)[None]
-        if colour == "babble":  # four other speakers of the evaluated set
+        if colour == "babble":  # four other speakers of the evaluated set, as a classroom's chatter: continuous
             picks = torch.randperm(len(others), generator=generator)[: channels.BABBLE_TALKERS]
-            talkers = torch.stack([_fit_length(others[int(i)], len(recording)) for i in picks])
+            talkers = torch.stack([_fit_length(others[int(i)], len(recording), generator) for i in picks])
             noise = channels.babble(talkers)[None]
         else:
             noise = channels.coloured_noise(tuple(x.shape), colour, generator)
@@ -150,9 +150,12 @@ def format_table(summary: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def _fit_length(recording: np.ndarray, n: int) -> torch.Tensor:
-    """A talker looped or cut to ``n`` samples, so babble covers the whole recording."""
-    return torch.from_numpy(np.resize(recording, n))
+def _fit_length(recording: np.ndarray, n: int, generator: torch.Generator) -> torch.Tensor:
+    """A talker looped or cut to ``n`` samples from a random point of its recording, so babble covers the whole
+    recording. Every RAVDESS recording pauses at its start and end: talkers taken from their starts would all
+    pause where the voice does, and babble scaled to "10 dB" over the recording would lie 7 dB below the voice."""
+    start = int(torch.randint(len(recording), (1,), generator=generator))
+    return torch.from_numpy(np.resize(np.roll(recording, -start), n))
 
 
 def main(argv: list[str] | None = None) -> int:
