@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -33,6 +34,7 @@ RECIPES = {
     "wide": ["--model", "cnn_channels=32,64,128,128"],  # both CNN branches twice as wide
     "wide-no-es": ["--model", "cnn_channels=32,64,128,128", "--no-early-stopping"],
 }
+RUN_NAME = re.compile(r"^(.+)-seed(\d+)$")  # the output folders run_all makes
 TWINS = [("es", "no-es"), ("wide", "wide-no-es")]  # pairs of recipes whose same-seed models make an ensemble
 
 
@@ -80,9 +82,9 @@ def run_all(args: argparse.Namespace) -> None:
 
 def summarize(out: Path) -> None:
     """Markdown tables of every finished run under ``out`` and of the ensembles they make."""
-    runs = {p.parent.name: p.parent for p in sorted(out.glob("*/metrics.json"))}
+    runs = {p.parent.name: p.parent for p in sorted(out.glob("*-seed*/metrics.json")) if RUN_NAME.match(p.parent.name)}
     if not runs:
-        print(f"No finished run under {out}.")
+        print(f"No finished <recipe>-seed<N> run under {out}.")
         return
     print("| run | clean accuracy (mean over folds) | folds | mean drop under the conditions |")
     print("|---|---|---|---|")
@@ -95,7 +97,7 @@ def summarize(out: Path) -> None:
         drops = [row["drop"] for condition, row in robustness.items() if condition != "clean"]
         drop = f"{100 * np.mean(drops):.1f} points" if drops else "not scored"
         print(f"| {name} | {np.mean(folds):.1%} | {', '.join(f'{a:.1%}' for a in folds)} | {drop} |")
-        recipe, seed = name.rsplit("-seed", 1)
+        recipe, seed = RUN_NAME.match(name).groups()
         by_recipe.setdefault(recipe, []).append(float(np.mean(folds)))
         seeds.setdefault(recipe, set()).add(int(seed))
     print("\n| recipe | seeds | mean clean accuracy | spread (sd over seeds) |")
