@@ -1,4 +1,4 @@
-"""train: the RAVDESS table, the splits, augmentation, a short real training, resume, evaluation, DDP, Hub push."""
+"""train: the RAVDESS table, splits, augmentation, a short real training, resume, evaluation, DDP, Hub push, sweeps."""
 
 from __future__ import annotations
 
