@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from ablation_summary import ensemble_fold_scores  # noqa: E402
+from ablation_summary import ensemble_fold_scores, mean_drop  # noqa: E402
 
 # What each recipe adds to the shipped one (train.TrainConfig's defaults).
 RECIPES = {
@@ -82,37 +82,34 @@ def run_all(args: argparse.Namespace) -> None:
 
 def summarize(out: Path) -> None:
     """Markdown tables of every finished run under ``out`` and of the ensembles they make."""
-    runs = {p.parent.name: p.parent for p in sorted(out.glob("*-seed*/metrics.json")) if RUN_NAME.match(p.parent.name)}
+    runs: dict[str, dict[int, Path]] = {}  # recipe -> seed -> run folder
+    for metrics in sorted(out.glob("*/metrics.json")):
+        if match := RUN_NAME.match(metrics.parent.name):
+            runs.setdefault(match[1], {})[int(match[2])] = metrics.parent
     if not runs:
         print(f"No finished <recipe>-seed<N> run under {out}.")
         return
     print("| run | clean accuracy (mean over folds) | folds | mean drop under the conditions |")
     print("|---|---|---|---|")
-    by_recipe: dict[str, list[float]] = {}
-    seeds: dict[str, set[int]] = {}
-    for name, run in runs.items():
-        actors = json.loads((run / "metrics.json").read_text())["actors"]
-        folds = [f["accuracy"] for f in actors["folds"]]
-        robustness = actors.get("robustness") or {}
-        drops = [row["drop"] for condition, row in robustness.items() if condition != "clean"]
-        drop = f"{100 * np.mean(drops):.1f} points" if drops else "not scored"
-        print(f"| {name} | {np.mean(folds):.1%} | {', '.join(f'{a:.1%}' for a in folds)} | {drop} |")
-        recipe, seed = RUN_NAME.match(name).groups()
-        by_recipe.setdefault(recipe, []).append(float(np.mean(folds)))
-        seeds.setdefault(recipe, set()).add(int(seed))
+    means: dict[str, list[float]] = {}
+    for recipe, seeds in runs.items():
+        for run in seeds.values():
+            actors = json.loads((run / "metrics.json").read_text())["actors"]
+            folds = [f["accuracy"] for f in actors["folds"]]
+            drop = f"{100 * mean_drop(actors['robustness']):.1f} points" if actors.get("robustness") else "not scored"
+            print(f"| {run.name} | {np.mean(folds):.1%} | {', '.join(f'{a:.1%}' for a in folds)} | {drop} |")
+            means.setdefault(recipe, []).append(float(np.mean(folds)))
     print("\n| recipe | seeds | mean clean accuracy | spread (sd over seeds) |")
     print("|---|---|---|---|")
-    for recipe, scores in by_recipe.items():
+    for recipe, scores in means.items():
         print(f"| {recipe} | {len(scores)} | {np.mean(scores):.1%} | {100 * np.std(scores):.1f} points |")
 
     ensembles = []
     for first, second in TWINS:  # each seed's model with its twin
-        ensembles += [
-            (runs[f"{first}-seed{seed}"], runs[f"{second}-seed{seed}"])
-            for seed in seeds.get(first, set()) & seeds.get(second, set())
-        ]
-    for recipe, recipe_seeds in seeds.items():  # disjoint pairs of one recipe's seeds, in seed order
-        ordered = [runs[f"{recipe}-seed{seed}"] for seed in sorted(recipe_seeds)]
+        twins = runs.get(first, {}), runs.get(second, {})
+        ensembles += [(twins[0][seed], twins[1][seed]) for seed in sorted(twins[0].keys() & twins[1].keys())]
+    for seeds in runs.values():  # disjoint pairs of one recipe's seeds, in seed order
+        ordered = [seeds[seed] for seed in sorted(seeds)]
         ensembles += list(zip(ordered[::2], ordered[1::2]))
     if ensembles:
         print("\n| ensemble (mean of probabilities) | clean accuracy | folds |")
