@@ -6,9 +6,17 @@ import pytest
 import torch
 from torchaudio.transforms import MelSpectrogram
 
-from ser_model import EmotionNet, ModelConfig
+from ser_model import EmotionEnsemble, EmotionNet, ModelConfig
 from ser_model.audio import HOP_LENGTH, N_FFT, SAMPLE_RATE
-from ser_model.model import LOG_FLOOR_DB, NOISE_CUT_DB, LogMel, subtract_band_means, subtract_noise_floor
+from ser_model.model import (
+    LOG_FLOOR_DB,
+    NOISE_CUT_DB,
+    ConvBranch,
+    LogMel,
+    fold_batch_norms,
+    subtract_band_means,
+    subtract_noise_floor,
+)
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -38,6 +46,32 @@ def test_cnn_branch_in_channels_last_gives_what_its_layers_give_in_order(random_
     with torch.inference_mode():
         maps = cnn.blocks(image)  # the Sequential in the default layout
         torch.testing.assert_close(cnn(image), torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1))
+
+
+def test_folding_the_batch_norms_keeps_outputs_and_leaves_the_model_as_it_was():
+    torch.manual_seed(1)
+    members = [EmotionNet(ModelConfig()) for _ in range(2)]
+    for member in members:  # trained-looking statistics, so folding them in is not a no-op
+        for norm in member.modules():
+            if isinstance(norm, torch.nn.BatchNorm2d):
+                norm.running_mean.uniform_(-1, 1)
+                norm.running_var.uniform_(0.5, 2)
+                torch.nn.init.uniform_(norm.weight, 0.5, 2)
+        member.input_norm.running_mean.fill_(-40.0)
+        member.input_norm.running_var.fill_(400.0)
+    for model in [members[0].eval(), EmotionEnsemble.from_members(members)]:
+        state = {k: v.clone() for k, v in model.state_dict().items()}
+        folded = fold_batch_norms(model)
+        log_mel = model.frontend(torch.randn(3, model.config.n_samples) * 0.1)
+        with torch.inference_mode():
+            expected, got = model.classify(log_mel, True), folded.classify(log_mel, True)
+        torch.testing.assert_close(got.logits, expected.logits, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(got.attentions, expected.attentions)
+        cnn_layers = {type(layer) for cnn in folded.modules() if isinstance(cnn, ConvBranch) for layer in cnn.blocks}
+        assert not cnn_layers & {torch.nn.BatchNorm2d, torch.nn.Dropout}
+        # The model itself still holds its batch norms and the checkpoint's tensors, unchanged.
+        assert model.state_dict().keys() == state.keys()
+        assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
 
 
 def test_attention_rows_sum_to_one_and_do_not_change_the_logits(random_model):
