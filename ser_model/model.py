@@ -26,6 +26,11 @@ from .audio import CLIP_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
 EMOTIONS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 LOG_FLOOR_DB = -100.0  # the log-mel of digital silence: power is floored at 1e-10 before the log
 NOISE_CUT_DB = 20.0  # spectral subtraction lowers a band by at most this much, so no frame falls to -inf
+# Per-channel energy normalisation, with the fixed parameters of Wang et al. (2017) at 10-ms frames: each band's
+# gain follows its last ~0.4 s (smoothing 0.025 a frame), divides its power almost fully (alpha 0.98), and the
+# result is compressed by a square root above an offset (delta 2) that keeps quiet frames from being amplified.
+PCEN_SMOOTHING, PCEN_ALPHA, PCEN_DELTA, PCEN_ROOT, PCEN_EPS = 0.025, 0.98, 2.0, 0.5, 1e-6
+PCEN_BLOCK = 1024  # frames a cumulative sum spans: 0.975^-1024 = 2e11 stays well within float32
 REPO_URL = "https://github.com/ser-parallel/ser-parallel"
 HUB_METADATA = dict(  # what the Hub mixin writes into a pushed model card's header
     library_name="ser-parallel",
@@ -67,6 +72,10 @@ class ModelConfig:
     # the spectral tilt stay. None keeps the log-mel as it is; 0.1 scored 53.5% on folds 1-2 against 60.6%
     # (docs/experiments.md).
     noise_floor_quantile: float | None = None
+    # Per-channel energy normalisation in place of the dB scale: each band's power divided by its own smoothed
+    # recent past, so a steady noise floor and a fixed colouring are divided out and onsets stand out; the
+    # frontend (and what the app shows) stays the log-mel. False keeps the dB scale, as checkpoints trained before it.
+    pcen: bool = False
     # Calibration, fitted on unseen speakers by train.calibrate: logits are divided by the temperature, and a
     # verdict below `not_sure_below` is shown as "not sure". The defaults leave the model as trained.
     temperature: float = 1.0
@@ -130,6 +139,24 @@ def subtract_noise_floor(log_mel: Tensor, quantile: float) -> Tensor:
     power = torch.pow(10.0, log_mel / 10.0)
     cleaned = torch.maximum(power - torch.pow(10.0, floor / 10.0), power * 10.0 ** (-NOISE_CUT_DB / 10.0))
     return torch.where(sounding, 10.0 * torch.log10(cleaned), log_mel)
+
+
+def per_channel_energy_normalization(log_mel: Tensor) -> Tensor:
+    """(B, F, T) dB -> PCEN (Wang et al. 2017, fixed parameters): each band's power over its smoothed past.
+
+    The smoother, M[t] = d M[t - 1] + s E[t] with d = 1 - s, is unrolled into cumulative sums, M[t] = d^t (d M[-1]
+    + s sum_k<=t d^-k E[k]), far cheaper than a loop over frames; blocks of PCEN_BLOCK frames keep d^-k within
+    float32. It starts from the first frame's power, so a window that opens on a voice does not open on an onset.
+    """
+    power = torch.pow(10.0, log_mel / 10.0)
+    decay = (1.0 - PCEN_SMOOTHING) ** torch.arange(min(log_mel.shape[-1], PCEN_BLOCK), device=log_mel.device)
+    smoothed, state = [], power[..., :1]
+    for block in power.split(PCEN_BLOCK, dim=-1):
+        d = decay[: block.shape[-1]]
+        smoothed.append(d * ((1.0 - PCEN_SMOOTHING) * state + PCEN_SMOOTHING * torch.cumsum(block / d, dim=-1)))
+        state = smoothed[-1][..., -1:]
+    gained = power / (PCEN_EPS + torch.cat(smoothed, dim=-1)) ** PCEN_ALPHA
+    return (gained + PCEN_DELTA) ** PCEN_ROOT - PCEN_DELTA**PCEN_ROOT
 
 
 class ConvBranch(nn.Module):
@@ -263,7 +290,7 @@ class EmotionNet(nn.Module, PyTorchModelHubMixin, **HUB_METADATA):
             log_mel = subtract_noise_floor(log_mel, self.config.noise_floor_quantile)
         if self.config.normalize_bands:
             log_mel = subtract_band_means(log_mel)
-        x = self.input_norm(log_mel)  # (B, F, T)
+        x = self.input_norm(per_channel_energy_normalization(log_mel) if self.config.pcen else log_mel)  # (B, F, T)
         embeddings = [cnn(x.unsqueeze(1)) for cnn in self.cnns]  # each (B, 2C)
         temporal, attentions = self.transformer(x, return_attention)  # (B, D), (B, L, H, T', T')
         logits = self.head(torch.cat([*embeddings, temporal], dim=1))  # (B, n_classes)
@@ -353,7 +380,8 @@ def fold_batch_norms(model: EmotionNet | EmotionEnsemble) -> EmotionNet | Emotio
     A batch norm in eval mode is a per-channel scale and shift, which folds exactly into the convolution's
     weights and a bias; dropout does nothing in eval mode. Dropping both leaves three CNN layers to run where
     there were five, which matters at batch 1, where a layer costs about as much to call as to compute (the
-    whole model 8% faster on 2 CPU cores). The outputs are the model's to float rounding. The copy is for inference only: it cannot train, and its weights no longer match the checkpoint
+    whole model 8% faster on 2 CPU cores). The outputs are the model's to float rounding.
+    The copy is for inference only: it cannot train, and its weights no longer match the checkpoint
     format, so save and train the model itself.
     """
     folded = copy.deepcopy(model).eval()

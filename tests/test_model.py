@@ -11,16 +11,24 @@ from ser_model.audio import HOP_LENGTH, N_FFT, SAMPLE_RATE
 from ser_model.model import (
     LOG_FLOOR_DB,
     NOISE_CUT_DB,
+    PCEN_ALPHA,
+    PCEN_DELTA,
+    PCEN_EPS,
+    PCEN_ROOT,
+    PCEN_SMOOTHING,
     ConvBranch,
     LogMel,
     fold_batch_norms,
+    per_channel_energy_normalization,
     subtract_band_means,
     subtract_noise_floor,
 )
 
 
 @pytest.mark.parametrize("batch", [1, 3])
-@pytest.mark.parametrize("overrides", [{}, {"n_layers": 3, "n_heads": 2}, {"cnn_kernel_sizes": [3, 3], "n_mels": 40}])
+@pytest.mark.parametrize(
+    "overrides", [{}, {"n_layers": 3, "n_heads": 2}, {"cnn_kernel_sizes": [3, 3], "n_mels": 40}, {"pcen": True}]
+)
 def test_forward_shapes(batch, overrides):
     config = ModelConfig(**overrides)
     model = EmotionNet(config).eval()
@@ -137,3 +145,27 @@ def test_spectral_subtraction_removes_a_steady_noise_floor_and_keeps_the_voice_a
     model = EmotionNet(ModelConfig(noise_floor_quantile=0.2)).eval()
     with torch.no_grad():
         assert torch.isfinite(model(torch.zeros(2, model.config.n_samples)).logits).all()
+
+
+def test_pcen_is_the_recursive_smoother_it_unrolls_across_blocks_too():
+    torch.manual_seed(0)
+    log_mel = torch.randn(2, 4, 2500) * 20 - 40  # longer than one PCEN_BLOCK
+    power = torch.pow(10.0, log_mel.double() / 10.0)
+    smoothed, state = torch.empty_like(power), power[..., 0]
+    for t in range(power.shape[-1]):
+        state = (1 - PCEN_SMOOTHING) * state + PCEN_SMOOTHING * power[..., t]
+        smoothed[..., t] = state
+    expected = (power / (PCEN_EPS + smoothed) ** PCEN_ALPHA + PCEN_DELTA) ** PCEN_ROOT - PCEN_DELTA**PCEN_ROOT
+    torch.testing.assert_close(per_channel_energy_normalization(log_mel).double(), expected, rtol=1e-3, atol=1e-5)
+
+
+def test_pcen_divides_out_a_colouring_and_a_steady_floor_but_not_an_onset():
+    torch.manual_seed(0)
+    log_mel = -30.0 + torch.randn(1, 64, 301)  # steady noise, 30 dB below the voice to come
+    log_mel[:, :, 150:250] += 30.0  # the voice
+    plain = per_channel_energy_normalization(log_mel)
+    colouring = torch.linspace(-10, 10, 64)[None, :, None]  # a microphone's tilt: 10x in power each way
+    coloured = per_channel_energy_normalization(log_mel + colouring)
+    assert ((coloured - plain).abs() / plain).max() < 0.1
+    steady, onset = plain[:, :, 100:150].mean(), plain[:, :, 150:160].mean()
+    assert onset > 5 * steady  # the voice's onset stands out of the noise it starts from
