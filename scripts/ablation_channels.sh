@@ -27,3 +27,4 @@ run channels-distill3-clean --teachers-hear-clean \
   --teachers runs/ship runs/ablation-channels/channels-seed1 runs/ablation-channels/channels-seed2
 run channels-floor-q10 --model noise_floor_quantile=0.1  # spectral subtraction of each band's 10% quantile
 run channels-no-es --no-early-stopping  # the 2 validation actors train too (16 per fold), full schedule, last epoch kept
+run channels-pcen --model pcen=true  # per-channel energy normalisation (fixed parameters) in place of the dB scale
