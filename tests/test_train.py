@@ -542,6 +542,7 @@ print("FILES", sorted(json.loads(line)["value"]["path"] for line in commit[3].de
 
 
 def test_ensemble_of_two_runs_is_scored_on_each_folds_unseen_actors_and_ships_as_one_checkpoint(tmp_path):
+    from train.ensemble import check_runs
     from train.ensemble import main as ensemble_main
 
     runs = []
@@ -574,6 +575,8 @@ def test_ensemble_of_two_runs_is_scored_on_each_folds_unseen_actors_and_ships_as
     with pytest.raises(ValueError, match="share a seed and a schedule"):
         ensemble_main(["--runs", str(runs[0]), str(runs[0]), "--out", str(tmp_path / "x")])
     config = json.loads((runs[1] / "train_config.json").read_text())
+    (runs[1] / "train_config.json").write_text(json.dumps(config | {"robustness": not config["robustness"]}))
+    check_runs(runs)  # whether a member also scored its folds under noise is how it ran, not its recipe
     (runs[1] / "train_config.json").write_text(json.dumps(config | {"lr": 1.0}))
     with pytest.raises(ValueError, match="differs .* in lr"):
         ensemble_main(["--runs", *map(str, runs), "--out", str(tmp_path / "x")])

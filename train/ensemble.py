@@ -36,7 +36,8 @@ from .train import Corpus, TrainConfig, _device, _log, _write_json, evaluate, lo
 # What makes the members of one recipe different models: the seed, and whether the two validation actors are held
 # out to stop on or trained on for the whole schedule (a model that saw two more voices; docs/experiments.md).
 MEMBER_VARIANTS = ("seed", "early_stopping")
-# What else a member run may differ in: where and how it ran. Anything else makes it another recipe.
+# What else a member run may differ in: where and how it ran, and what it measured besides its folds' clean
+# scores (the ensemble is scored under the channel conditions itself). Anything else makes it another recipe.
 MAY_DIFFER = {
     *MEMBER_VARIANTS,
     "out",
@@ -48,6 +49,7 @@ MAY_DIFFER = {
     "final",
     "push_to_hub",
     "only_folds",
+    "robustness",
 }
 
 
