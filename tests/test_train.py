@@ -356,6 +356,12 @@ def test_training_cli_writes_a_checkpoint_folder_that_loads(tmp_path):
     assert EmotionNet.from_pretrained(out).config.cnn_channels == [8, 16]
 
 
+def test_early_stopping_waits_for_half_the_schedule(tmp_path):
+    # Patience 0 would stop before the first epoch; the run still trains half its schedule, then stops.
+    (fold,) = main(three_fold_config(tmp_path, epochs=4, patience=0))["actors"]["folds"]
+    assert fold["epochs_run"] == 2
+
+
 def test_without_early_stopping_the_validation_actors_train_and_the_last_epoch_ships(tmp_path):
     config = three_fold_config(tmp_path, final=True, early_stopping=False, epochs=2)
     results = main(config)
