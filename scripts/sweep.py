@@ -1,6 +1,6 @@
 """Cross-validation sweeps: recipes x seeds over the 5 actor folds, several runs at a time (e.g. on one GPU).
 
-    python scripts/sweep.py --data ../shared/data/ravdess --recipes es no-es --seeds 10 11 12 --parallel 6
+    python scripts/sweep.py --data ../shared/data/ravdess --recipes es no-es --seeds 10 11 12 --parallel 3 --device cuda
     python scripts/sweep.py --summary                     # the tables of what has finished, nothing run
 
 Each run is ``python -m train --protocol actors --no-final --resume`` into ``OUT/<recipe>-seed<N>``, so a
@@ -126,7 +126,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/sweep"))
     parser.add_argument("--recipes", nargs="+", choices=list(RECIPES), default=["es", "no-es"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[10, 11, 12])
-    parser.add_argument("--parallel", type=int, default=1, help="runs at a time (one on a 2-core CPU)")
+    parser.add_argument(
+        "--parallel", type=int, default=1, help="runs at a time (one on a 2-core CPU; ~cores / 5 on a GPU machine)"
+    )
     parser.add_argument("--threads", type=int, help="torch threads a run (default: the cores shared out)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--summary", action="store_true", help="print the tables of finished runs; run nothing")
