@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ser_model import DEFAULT_CHECKPOINT, EmotionRecognizer  # noqa: E402
 from ser_model.audio import SAMPLE_RATE  # noqa: E402
-from ser_model.model import fold_batch_norms  # noqa: E402
+from ser_model.fused import fuse  # noqa: E402
 from ser_model.prosody import measure_prosody  # noqa: E402
 from ser_model.streaming import LiveTake  # noqa: E402
 from ser_model.visualize import plot_timeline, render_attention_maps, render_spectrogram, to_jpeg  # noqa: E402
@@ -78,7 +78,7 @@ def main() -> None:
     print(f"parameters: {model.n_params:,} ({model.config.n_models} model{'s' if model.config.n_models > 1 else ''})")
 
     window = torch.from_numpy(np.ascontiguousarray(speech_like(model.config.clip_seconds)))[None]
-    network = fold_batch_norms(model)  # what predict() runs
+    network = fuse(model)  # what predict() runs
     with torch.inference_mode():
         model_ms = median_ms(lambda: network(window), args.runs)
     print(f"model latency, one 3-s clip, batch 1, frontend included: {model_ms:.1f} ms (median of {args.runs})")

@@ -19,7 +19,8 @@ from .audio import (
     voice_activity,
     window_starts,
 )
-from .model import EmotionEnsemble, EmotionNet, fold_batch_norms
+from .fused import fuse
+from .model import EmotionEnsemble, EmotionNet
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "ser-parallel"
 MAX_WINDOWS_PER_BATCH = 32  # bounds memory on long recordings; a 5-minute file is 200 windows
@@ -69,9 +70,10 @@ class EmotionRecognizer:
     def __init__(self, model: EmotionNet | EmotionEnsemble, device: str | torch.device = "auto"):
         self.device = resolve_device(device) if isinstance(device, str) else device
         self.model = model.to(self.device).eval()
-        # Predictions run on a copy with the CNNs' batch norms folded in (8% faster, same outputs); `model` stays
-        # as it was, to save or train. So a recognizer scores the weights it was built with.
-        self._folded_model = fold_batch_norms(self.model)
+        # Predictions run on a fused copy (batch norms folded in, an ensemble's members run as one network; the
+        # same outputs, a pair ~25% faster); `model` stays as it was, to save or train. So a recognizer scores
+        # the weights it was built with.
+        self._fused_model = fuse(self.model)
         self.labels = list(model.config.labels)
 
     @classmethod
@@ -113,9 +115,9 @@ class EmotionRecognizer:
         speech = pad_or_trim(speech, config.n_samples) if len(speech) < config.n_samples else speech
         windows = self._windows(speech)
         # The spectrogram and attention maps are shown for the first window only, so only it pays for the maps.
-        first = self._folded_model.classify(windows[:1], return_attention=True)
+        first = self._fused_model.classify(windows[:1], return_attention=True)
         rest = windows[1:].split(MAX_WINDOWS_PER_BATCH) if len(windows) > 1 else ()
-        logits = [first.logits] + [self._folded_model.classify(chunk).logits for chunk in rest]
+        logits = [first.logits] + [self._fused_model.classify(chunk).logits for chunk in rest]
         window_probabilities = self._probabilities(torch.cat(logits).cpu())  # (n_windows, n_classes)
         label, probabilities, sure = self._verdict(window_probabilities.mean(0))
         return Prediction(
@@ -135,14 +137,14 @@ class EmotionRecognizer:
         transformed once."""
         config = self.model.config
         speech = pad_or_trim(speech, config.n_samples) if len(speech) < config.n_samples else speech
-        log_mel = self._folded_model.frontend(torch.from_numpy(speech).to(self.device)[None])[0]  # (n_mels, T)
+        log_mel = self._fused_model.frontend(torch.from_numpy(speech).to(self.device)[None])[0]  # (n_mels, T)
         starts = window_starts(len(speech), config.n_samples) // HOP_LENGTH
         return torch.stack([log_mel[:, s : s + config.n_frames] for s in starts])
 
     def _window_logits(self, speech: np.ndarray) -> torch.Tensor:
         windows = self._windows(speech)
         return torch.cat(
-            [self._folded_model.classify(chunk).logits for chunk in windows.split(MAX_WINDOWS_PER_BATCH)]
+            [self._fused_model.classify(chunk).logits for chunk in windows.split(MAX_WINDOWS_PER_BATCH)]
         ).cpu()
 
     def _probabilities(self, logits: torch.Tensor) -> torch.Tensor:

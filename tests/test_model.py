@@ -8,6 +8,7 @@ from torchaudio.transforms import MelSpectrogram
 
 from ser_model import EmotionEnsemble, EmotionNet, ModelConfig
 from ser_model.audio import HOP_LENGTH, N_FFT, SAMPLE_RATE
+from ser_model.fused import fuse
 from ser_model.model import (
     LOG_FLOOR_DB,
     NOISE_CUT_DB,
@@ -16,9 +17,7 @@ from ser_model.model import (
     PCEN_EPS,
     PCEN_ROOT,
     PCEN_SMOOTHING,
-    ConvBranch,
     LogMel,
-    fold_batch_norms,
     per_channel_energy_normalization,
     subtract_band_means,
     subtract_noise_floor,
@@ -56,9 +55,10 @@ def test_cnn_branch_in_channels_last_gives_what_its_layers_give_in_order(random_
         torch.testing.assert_close(cnn(image), torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1))
 
 
-def test_folding_the_batch_norms_keeps_outputs_and_leaves_the_model_as_it_was():
+@pytest.mark.parametrize("overrides", [{}, {"n_layers": 3, "dynamic_range_db": 80.0, "normalize_bands": True}])
+def test_the_fused_copy_keeps_outputs_and_leaves_the_model_as_it_was(overrides):
     torch.manual_seed(1)
-    members = [EmotionNet(ModelConfig()) for _ in range(2)]
+    members = [EmotionNet(ModelConfig(**overrides)) for _ in range(3)]
     for member in members:  # trained-looking statistics, so folding them in is not a no-op
         for norm in member.modules():
             if isinstance(norm, torch.nn.BatchNorm2d):
@@ -67,16 +67,21 @@ def test_folding_the_batch_norms_keeps_outputs_and_leaves_the_model_as_it_was():
                 torch.nn.init.uniform_(norm.weight, 0.5, 2)
         member.input_norm.running_mean.fill_(-40.0)
         member.input_norm.running_var.fill_(400.0)
-    for model in [members[0].eval(), EmotionEnsemble.from_members(members)]:
+    for model in [members[0].eval(), EmotionEnsemble.from_members(members[:2]), EmotionEnsemble.from_members(members)]:
         state = {k: v.clone() for k, v in model.state_dict().items()}
-        folded = fold_batch_norms(model)
+        fused = fuse(model)
         log_mel = model.frontend(torch.randn(3, model.config.n_samples) * 0.1)
         with torch.inference_mode():
-            expected, got = model.classify(log_mel, True), folded.classify(log_mel, True)
+            expected, got = model.classify(log_mel, True), fused.classify(log_mel, True)
+            without_maps = fused.classify(log_mel)
         torch.testing.assert_close(got.logits, expected.logits, rtol=1e-4, atol=1e-4)
         torch.testing.assert_close(got.attentions, expected.attentions)
-        cnn_layers = {type(layer) for cnn in folded.modules() if isinstance(cnn, ConvBranch) for layer in cnn.blocks}
-        assert not cnn_layers & {torch.nn.BatchNorm2d, torch.nn.Dropout}
+        torch.testing.assert_close(without_maps.logits, expected.logits, rtol=1e-4, atol=1e-4)
+        assert without_maps.attentions is None
+        # One stack of grouped convolutions per kernel size, whatever the number of members, and no batch norms.
+        convs = [layer for layer in fused.modules() if isinstance(layer, torch.nn.Conv2d)]
+        assert len(convs) == len(model.config.cnn_kernel_sizes) * len(model.config.cnn_channels)
+        assert not any(isinstance(layer, torch.nn.BatchNorm2d | torch.nn.Dropout) for layer in fused.modules())
         # The model itself still holds its batch norms and the checkpoint's tensors, unchanged.
         assert model.state_dict().keys() == state.keys()
         assert all(torch.equal(model.state_dict()[k], v) for k, v in state.items())
