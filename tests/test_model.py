@@ -70,14 +70,15 @@ def test_the_fused_copy_keeps_outputs_and_leaves_the_model_as_it_was(overrides):
     for model in [members[0].eval(), EmotionEnsemble.from_members(members[:2]), EmotionEnsemble.from_members(members)]:
         state = {k: v.clone() for k, v in model.state_dict().items()}
         fused = fuse(model)
-        log_mel = model.frontend(torch.randn(3, model.config.n_samples) * 0.1)
-        with torch.inference_mode():
-            expected, got = model.classify(log_mel, True), fused.classify(log_mel, True)
-            without_maps = fused.classify(log_mel)
-        torch.testing.assert_close(got.logits, expected.logits, rtol=1e-4, atol=1e-4)
-        torch.testing.assert_close(got.attentions, expected.attentions)
-        torch.testing.assert_close(without_maps.logits, expected.logits, rtol=1e-4, atol=1e-4)
-        assert without_maps.attentions is None
+        batch = model.frontend(torch.randn(3, model.config.n_samples) * 0.1)
+        for log_mel in [batch[:1], batch]:  # one window runs grouped convolutions, several each member's own
+            with torch.inference_mode():
+                expected, got = model.classify(log_mel, True), fused.classify(log_mel, True)
+                without_maps = fused.classify(log_mel)
+            torch.testing.assert_close(got.logits, expected.logits, rtol=1e-4, atol=1e-4)
+            torch.testing.assert_close(got.attentions, expected.attentions)
+            torch.testing.assert_close(without_maps.logits, expected.logits, rtol=1e-4, atol=1e-4)
+            assert without_maps.attentions is None
         # One stack of grouped convolutions per kernel size, whatever the number of members, and no batch norms.
         convs = [layer for layer in fused.modules() if isinstance(layer, torch.nn.Conv2d)]
         assert len(convs) == len(model.config.cnn_kernel_sizes) * len(model.config.cnn_channels)
