@@ -110,6 +110,29 @@ def test_microphone_hiss_lies_where_it_claims_below_the_voice():
         assert config.hiss_snr_db[0] - 0.1 <= snr_db <= config.hiss_snr_db[1] + 0.1
 
 
+def test_snr_curriculum_starts_faint_and_reaches_the_full_range():
+    only_noise = dict(reverb_prob=0, noise_prob=1, noise_types=["white"], telephone_prob=0, codec_prob=0, gain_prob=0)
+    recordings = [recording(1.0 + 0.1 * s, seed=s) for s in range(16)]
+    x, lengths = batch(*recordings)
+    voice = channels.speech_power(x, lengths)
+
+    def measured_snrs(augment: ChannelAugment, progress: float) -> np.ndarray:
+        noisy = augment(recordings, torch.Generator().manual_seed(0), progress)
+        return np.array(
+            [10 * np.log10(voice[i].item() / np.mean((n - r) ** 2)) for i, (n, r) in enumerate(zip(noisy, recordings))]
+        )
+
+    curriculum = ChannelAugment(ChannelConfig(**only_noise, snr_db=(0.0, 30.0), snr_curriculum=0.5), seed=0)
+    assert curriculum.snr_range(0.0) == (30.0, 30.0) and curriculum.snr_range(0.25) == (15.0, 30.0)
+    np.testing.assert_allclose(measured_snrs(curriculum, 0.0), 30.0, atol=0.1)
+    assert measured_snrs(curriculum, 0.25).min() >= 15.0 - 0.1
+    full = measured_snrs(curriculum, 0.75)
+    assert full.min() < 10.0 and full.max() <= 30.1  # the whole range once the curriculum is over
+    # Off, the draws are those of a run that never heard of curricula, at any progress: old recipes replay.
+    off = ChannelAugment(ChannelConfig(**only_noise, snr_db=(0.0, 30.0)), seed=0)
+    np.testing.assert_array_equal(measured_snrs(off, 0.0), full)
+
+
 def test_telephone_keeps_the_voice_band_only():
     x, _ = batch(channels.coloured_noise((1, 2 * SAMPLE_RATE), "white", torch.Generator().manual_seed(0))[0].numpy())
     phone = channels.telephone(0.1 * x)

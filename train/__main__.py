@@ -47,6 +47,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         "--noise-types", nargs="+", default=defaults.channels.noise_types, choices=["white", "pink", "brown", "babble"]
     )
     channel.add_argument("--snr", type=float, nargs=2, default=defaults.channels.snr_db, metavar=("MIN", "MAX"))
+    channel.add_argument(
+        "--snr-curriculum",
+        type=float,
+        default=defaults.channels.snr_curriculum,
+        help="share of the schedule over which the lowest SNR falls from MAX to MIN (0 = the full range throughout)",
+    )
     channel.add_argument("--rt60", type=float, nargs=2, default=defaults.channels.rt60, metavar=("MIN", "MAX"))
     parser.add_argument(
         "--speed",
@@ -123,6 +129,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         **{f"{name}_prob": args.pop(f"{name}_prob") for name in CHANNELS},
         noise_types=args.pop("noise_types"),
         snr_db=tuple(args.pop("snr")),
+        snr_curriculum=args.pop("snr_curriculum"),
         rt60=tuple(args.pop("rt60")),
     )
     return TrainConfig(**args, model=model, channels=channels)

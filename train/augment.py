@@ -26,6 +26,10 @@ class ChannelConfig:
     noise_prob: float = 0.67  # the notebook trained on 2 noisy copies per clean clip
     noise_types: list[str] = field(default_factory=lambda: ["white", "pink", "brown", "babble"])
     snr_db: tuple[float, float] = (0.0, 30.0)
+    # A curriculum over SNR: over this share of the schedule the lowest SNR drawn falls from the top of snr_db
+    # to its bottom, so the model meets faint noise first and the hardest only later (0 = off: the full range
+    # from the first step).
+    snr_curriculum: float = 0.0
     # A microphone's own hiss, far below the voice. RAVDESS's pauses lie ~80 dB below its voices, a laptop
     # microphone's hiss 40-60 dB, and a voice recorded 40 dB too quietly keeps 16-bit rounding noise ~50 dB
     # down: a floor the 0-30 dB noise above never shows the model.
@@ -72,7 +76,10 @@ class ChannelAugment:
         if config.hiss_prob > 0:  # drawn last, so the banks above do not depend on it
             self.hiss_tracks = channels.coloured_noise((config.n_noise_tracks, n), "white", bank).to(self.device)
 
-    def __call__(self, recordings: list[np.ndarray], generator: torch.Generator) -> list[np.ndarray]:
+    def __call__(
+        self, recordings: list[np.ndarray], generator: torch.Generator, progress: float = 1.0
+    ) -> list[np.ndarray]:
+        """The recordings, each degraded by its own draw; ``progress`` (0..1) is how far training has come."""
         config, B = self.config, len(recordings)
         lengths = torch.tensor([len(r) for r in recordings], device=self.device)
         x = torch.nn.utils.rnn.pad_sequence([torch.from_numpy(r) for r in recordings], batch_first=True).to(self.device)
@@ -96,7 +103,7 @@ class ChannelAugment:
                     noise[chosen] = _babble_from_batch(x, generator)[chosen]
                 else:
                     noise[chosen] = _crops(self.noise_tracks[kind], int(chosen.sum()), n, generator)
-            snr_db = torch.empty(B).uniform_(*config.snr_db, generator=generator).to(self.device)
+            snr_db = torch.empty(B).uniform_(*self.snr_range(progress), generator=generator).to(self.device)
             x[rows] = channels.add_noise(x[rows], lengths[rows], noise[rows], snr_db[rows])
         if config.hiss_prob > 0 and (rows := draw(config.hiss_prob)).any():  # off: earlier recipes' draws unchanged
             hiss = _crops(self.hiss_tracks, int(rows.sum()), n, generator)
@@ -108,6 +115,14 @@ class ChannelAugment:
             gain_db = torch.empty(int(rows.sum())).uniform_(*config.gain_db, generator=generator)
             x[rows] = channels.to_16_bit(channels.gain_and_clip(x[rows], gain_db))
         return [row[:length].numpy() for row, length in zip(x.cpu(), lengths.tolist())]
+
+    def snr_range(self, progress: float) -> tuple[float, float]:
+        """The SNRs (dB) noise is drawn from at ``progress`` (0..1) through training, under the curriculum."""
+        lowest, highest = self.config.snr_db
+        if self.config.snr_curriculum <= 0:
+            return lowest, highest
+        reached = min(1.0, progress / self.config.snr_curriculum)
+        return highest - reached * (highest - lowest), highest
 
 
 def prepare_batch(degraded: list[np.ndarray], clean: list[np.ndarray]) -> list[np.ndarray]:

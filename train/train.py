@@ -246,7 +246,7 @@ def train_one_epoch(
             rng.integers(0, len(variants), len(batch)),
         )
         recordings = [sources[v][i] for v, i in zip(source, batch)]
-        speech = prepare_batch(augment(recordings, generator), recordings)
+        speech = prepare_batch(augment(recordings, generator, (epoch + step / steps) / config.epochs), recordings)
         waveform = place_in_window(speech, model.config.n_samples, rng if config.time_shift else None)
         if clean_views is not None:
             clean = place_in_window([clean_views[v][i] for v, i in zip(source, batch)], model.config.n_samples, None)
