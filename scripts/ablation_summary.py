@@ -21,6 +21,8 @@ def ensemble_fold_scores(run_dirs: list[Path]) -> list[dict]:
     folds = sorted(
         set.intersection(*({p.parent.name for p in d.glob("runs/actors-fold*/result.json")} for d in run_dirs))
     )
+    if not folds:
+        return []
     with open(run_dirs[0] / "clips.csv", newline="") as table:
         clips = list(csv.DictReader(table))  # in corpus order, which each fold's probabilities follow
     scores = []

@@ -6,8 +6,9 @@
 Each run is ``python -m train --protocol actors --no-final --resume`` into ``OUT/<recipe>-seed<N>``, so a
 stopped sweep resumes with the same command. Recipes compare by their mean over seeds: one seed's 5 folds move
 by 2-3 points from seed to seed (docs/experiments.md). The summary prints each run's clean accuracy, each
-recipe's mean and spread over seeds, and what the ensembles the app could ship would score: each seed's
-early-stopped model with its twin trained without early stopping, and disjoint pairs of seeds of one recipe.
+recipe's mean and spread over seeds and its accuracy under each channel condition, and what the ensembles the
+app could ship would score: each seed's early-stopped model with its twin trained without early stopping, and
+disjoint pairs of seeds of one recipe.
 """
 
 from __future__ import annotations
@@ -33,6 +34,11 @@ RECIPES = {
     "no-es": ["--no-early-stopping"],  # they train too; the last of 60 epochs is kept
     "wide": ["--model", "cnn_channels=32,64,128,128"],  # both CNN branches twice as wide
     "wide-no-es": ["--model", "cnn_channels=32,64,128,128", "--no-early-stopping"],
+    # The noise questions, each on the shipped no-es recipe: babble on 2/5 of the noisy rows instead of 1/4, noise
+    # on 90% of the rows instead of 67%, and an SNR curriculum over the first half of the schedule.
+    "babble2-no-es": ["--no-early-stopping", "--noise-types", "white", "pink", "brown", "babble", "babble"],
+    "noisy90-no-es": ["--no-early-stopping", "--noise-prob", "0.9"],
+    "curriculum-no-es": ["--no-early-stopping", "--snr-curriculum", "0.5"],
 }
 RUN_NAME = re.compile(r"^(.+)-seed(\d+)$")  # the output folders run_all makes
 TWINS = [("es", "no-es"), ("wide", "wide-no-es")]  # pairs of recipes whose same-seed models make an ensemble
@@ -92,6 +98,7 @@ def summarize(out: Path) -> None:
     print("| run | clean accuracy (mean over folds) | folds | mean drop under the conditions |")
     print("|---|---|---|---|")
     means: dict[str, list[float]] = {}
+    conditions: dict[str, list[dict]] = {}  # recipe -> each seed's robustness table
     for recipe, seeds in runs.items():
         for run in seeds.values():
             actors = json.loads((run / "metrics.json").read_text())["actors"]
@@ -99,10 +106,20 @@ def summarize(out: Path) -> None:
             drop = f"{100 * mean_drop(actors['robustness']):.1f} points" if actors.get("robustness") else "not scored"
             print(f"| {run.name} | {np.mean(folds):.1%} | {', '.join(f'{a:.1%}' for a in folds)} | {drop} |")
             means.setdefault(recipe, []).append(float(np.mean(folds)))
+            if actors.get("robustness"):
+                conditions.setdefault(recipe, []).append(actors["robustness"])
     print("\n| recipe | seeds | mean clean accuracy | spread (sd over seeds) |")
     print("|---|---|---|---|")
     for recipe, scores in means.items():
         print(f"| {recipe} | {len(scores)} | {np.mean(scores):.1%} | {100 * np.std(scores):.1f} points |")
+    if conditions:
+        names = list(next(iter(conditions.values()))[0])
+        print("\n| recipe (accuracy, mean over its seeds) | " + " | ".join(names) + " | mean drop |")
+        print("|---|" + "---|" * (len(names) + 1))
+        for recipe, tables in conditions.items():
+            cells = [f"{np.mean([t[name]['accuracy'] for t in tables]):.1%}" for name in names]
+            drop = 100 * np.mean([mean_drop(t) for t in tables])
+            print(f"| {recipe} | " + " | ".join(cells) + f" | {drop:.1f} points |")
 
     ensembles = []
     for first, second in TWINS:  # each seed's model with its twin
@@ -115,7 +132,8 @@ def summarize(out: Path) -> None:
         print("\n| ensemble (mean of probabilities) | clean accuracy | folds |")
         print("|---|---|---|")
         for pair in ensembles:
-            scores = [fold["ensemble"] for fold in ensemble_fold_scores(list(pair))]
+            if not (scores := [fold["ensemble"] for fold in ensemble_fold_scores(list(pair))]):
+                continue  # no fold that both have kept their models' predictions for
             folds = ", ".join(f"{a:.1%}" for a in scores)
             print(f"| {' + '.join(r.name for r in pair)} | {np.mean(scores):.1%} | {folds} |")
 

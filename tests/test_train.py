@@ -620,3 +620,23 @@ def test_sweep_runs_each_recipe_and_seed_and_scores_the_twins_ensemble(tmp_path)
     assert f"| es-seed3 + no-es-seed3 | {ensemble:.1%} |" in result.stdout
     summary = subprocess.run([*command, "--summary"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert "| es | 1 |" in summary.stdout and "| no-es | 1 |" in summary.stdout
+
+
+def test_sweep_summary_averages_each_condition_over_a_recipes_seeds(tmp_path):
+    def finished_run(name: str, clean: float, babble: float) -> None:
+        table = {
+            "clean": {"accuracy": clean, "drop": 0.0},
+            "babble 10 dB SNR": {"accuracy": babble, "drop": clean - babble},
+        }
+        folds = [{"accuracy": clean, "test_actors": [1, 2]}]
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps({"actors": {"folds": folds, "robustness": table}}))
+
+    finished_run("no-es-seed3", clean=0.60, babble=0.48)
+    finished_run("no-es-seed4", clean=0.62, babble=0.52)
+    command = [sys.executable, "scripts/sweep.py", "--out", str(tmp_path), "--summary"]
+    summary = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert summary.returncode == 0, summary.stderr[-3000:]
+    summary = summary.stdout
+    assert "| recipe (accuracy, mean over its seeds) | clean | babble 10 dB SNR | mean drop |" in summary
+    assert "| no-es | 61.0% | 50.0% | 11.0 points |" in summary
