@@ -25,9 +25,8 @@ from .model import (
     EncoderBlock,
     ModelConfig,
     ModelOutput,
-    per_channel_energy_normalization,
-    subtract_band_means,
-    subtract_noise_floor,
+    condition_log_mel,
+    log_mean_probability,
 )
 
 
@@ -64,7 +63,7 @@ class GroupedConvBranch(nn.Module):
         n_members, layers = len(branches), []
         for i, layer in enumerate(branches[0].blocks):
             if isinstance(layer, nn.Conv2d):
-                folded = [_fold_batch_norm(branch.blocks[i], branch.blocks[i + 1]) for branch in branches]
+                folded = [_folded(branch.blocks[i], branch.blocks[i + 1]) for branch in branches]
                 conv = nn.Conv2d(
                     n_members * layer.in_channels,
                     n_members * layer.out_channels,
@@ -161,23 +160,14 @@ class FusedModel(nn.Module):
     def classify(self, log_mel: Tensor, return_attention: bool = False) -> ModelOutput:
         """As :meth:`EmotionNet.classify`; for an ensemble, the log of the mean probability and the first
         member's attention maps, as :meth:`EmotionEnsemble.classify`."""
-        config = self.config
-        if config.dynamic_range_db is not None:
-            log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - config.dynamic_range_db)
-        if config.noise_floor_quantile is not None:
-            log_mel = subtract_noise_floor(log_mel, config.noise_floor_quantile)
-        if config.normalize_bands:
-            log_mel = subtract_band_means(log_mel)
-        if config.pcen:
-            log_mel = per_channel_energy_normalization(log_mel)
+        log_mel = condition_log_mel(log_mel, self.config)
         x = torch.addcmul(self.input_shift, log_mel[:, None], self.input_scale)  # (B, M, F, T)
         embeddings = [cnn(x) for cnn in self.cnns]  # each (M, B, 2C)
         temporal, attentions = self._transformer(x, return_attention)  # (M, B, D), (B, L, H, T', T')
         logits = self.head(torch.cat([*embeddings, temporal], dim=2))  # (M, B, n_classes)
         if len(logits) == 1:
             return ModelOutput(logits=logits[0], attentions=attentions)
-        mean = logits.log_softmax(dim=-1).logsumexp(dim=0) - math.log(len(logits))
-        return ModelOutput(logits=mean, attentions=attentions)
+        return ModelOutput(logits=log_mean_probability(logits), attentions=attentions)
 
     def forward(self, waveform: Tensor, return_attention: bool = False) -> ModelOutput:
         return self.classify(self.frontend(waveform), return_attention)
@@ -206,9 +196,8 @@ def fuse(model: EmotionNet | EmotionEnsemble) -> FusedModel:
         return FusedModel(model).requires_grad_(False).eval()
 
 
-def _fold_batch_norm(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
+def _folded(conv: nn.Conv2d, norm: nn.BatchNorm2d) -> tuple[Tensor, Tensor]:
     """The weight and bias of ``conv`` followed by ``norm`` in eval mode (a per-channel scale and shift)."""
-    weight, bias = fuse_conv_bn_weights(
+    return fuse_conv_bn_weights(
         conv.weight, conv.bias, norm.running_mean, norm.running_var, norm.eps, norm.weight, norm.bias
     )
-    return weight, bias

@@ -283,13 +283,7 @@ class EmotionNet(nn.Module, PyTorchModelHubMixin, **HUB_METADATA):
 
     def classify(self, log_mel: Tensor, return_attention: bool = False) -> ModelOutput:
         """log_mel: (B, n_mels, n_frames) in dB, as :class:`LogMel` gives it (and as training augments it)."""
-        if self.config.dynamic_range_db is not None:
-            log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - self.config.dynamic_range_db)
-        if self.config.noise_floor_quantile is not None:
-            log_mel = subtract_noise_floor(log_mel, self.config.noise_floor_quantile)
-        if self.config.normalize_bands:
-            log_mel = subtract_band_means(log_mel)
-        x = self.input_norm(per_channel_energy_normalization(log_mel) if self.config.pcen else log_mel)  # (B, F, T)
+        x = self.input_norm(condition_log_mel(log_mel, self.config))  # (B, F, T)
         embeddings = [cnn(x.unsqueeze(1)) for cnn in self.cnns]  # each (B, 2C)
         temporal, attentions = self.transformer(x, return_attention)  # (B, D), (B, L, H, T', T')
         logits = self.head(torch.cat([*embeddings, temporal], dim=1))  # (B, n_classes)
@@ -359,8 +353,7 @@ class EmotionEnsemble(nn.Module, PyTorchModelHubMixin, **HUB_METADATA):
 
     def classify(self, log_mel: Tensor, return_attention: bool = False) -> ModelOutput:
         outputs = [m.classify(log_mel, return_attention and i == 0) for i, m in enumerate(self.members)]
-        log_probabilities = torch.stack([o.logits.log_softmax(dim=-1) for o in outputs])  # (M, B, n_classes)
-        mean = log_probabilities.logsumexp(dim=0) - math.log(len(outputs))  # log of the mean probability
+        mean = log_mean_probability(torch.stack([o.logits for o in outputs]))
         return ModelOutput(logits=mean, attentions=outputs[0].attentions)
 
     @property
@@ -371,6 +364,22 @@ class EmotionEnsemble(nn.Module, PyTorchModelHubMixin, **HUB_METADATA):
     def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> EmotionNet | EmotionEnsemble:
         """As :meth:`EmotionNet.from_pretrained`: the checkpoint's config says which of the two it loads."""
         return EmotionNet.from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+
+def condition_log_mel(log_mel: Tensor, config: ModelConfig) -> Tensor:
+    """(B, F, T) dB -> what the network reads: the frontend options of ``config`` applied in order."""
+    if config.dynamic_range_db is not None:
+        log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - config.dynamic_range_db)
+    if config.noise_floor_quantile is not None:
+        log_mel = subtract_noise_floor(log_mel, config.noise_floor_quantile)
+    if config.normalize_bands:
+        log_mel = subtract_band_means(log_mel)
+    return per_channel_energy_normalization(log_mel) if config.pcen else log_mel
+
+
+def log_mean_probability(logits: Tensor) -> Tensor:
+    """Members' logits (M, B, n_classes) -> the log of their mean probability (B, n_classes): an ensemble's answer."""
+    return logits.log_softmax(dim=-1).logsumexp(dim=0) - math.log(len(logits))
 
 
 def _load_checkpoint(
