@@ -586,6 +586,17 @@ def test_ensemble_of_two_runs_is_scored_on_each_folds_unseen_actors_and_ships_as
     (runs[1] / "train_config.json").write_text(json.dumps(config | {"lr": 1.0}))
     with pytest.raises(ValueError, match="differs .* in lr"):
         ensemble_main(["--runs", *map(str, runs), "--out", str(tmp_path / "x")])
+    (runs[1] / "train_config.json").write_text(json.dumps(config))
+    # While the runs' other folds still train, their finished folds can be scored; such a part never ships.
+    (runs[0] / "runs" / "actors-fold3" / "result.json").unlink()
+    with pytest.raises(ValueError, match=r"has not finished folds \[3\]"):
+        check_runs(runs, final=False)
+    part = ["--runs", *map(str, runs), "--out", str(tmp_path / "fold2"), "--no-robustness", "--only-folds", "2"]
+    with pytest.raises(SystemExit):
+        ensemble_main(part)
+    fold2 = ensemble_main([*part, "--no-final"])["actors"]
+    assert fold2["n_folds"] == 1 and fold2["folds"][0]["test_actors"] == results["actors"]["folds"][1]["test_actors"]
+    assert fold2["accuracy"]["mean"] == results["actors"]["folds"][1]["accuracy"]
 
 
 def test_sweep_runs_each_recipe_and_seed_and_scores_the_twins_ensemble(tmp_path):

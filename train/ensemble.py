@@ -63,9 +63,9 @@ def read_config(run: Path) -> TrainConfig:
     )
 
 
-def check_runs(runs: list[Path], final: bool = True) -> list[TrainConfig]:
+def check_runs(runs: list[Path], final: bool = True, only_folds: list[int] | None = None) -> list[TrainConfig]:
     """The runs' configs, after checking that they are one recipe's different models (``MEMBER_VARIANTS``), each
-    finished (its folds, and with ``final`` its final fit)."""
+    finished (its folds, or just ``only_folds``, and with ``final`` its final fit)."""
     if len(runs) < 2:
         raise ValueError("An ensemble needs at least two runs.")
     configs = [read_config(run) for run in runs]
@@ -79,8 +79,8 @@ def check_runs(runs: list[Path], final: bool = True) -> list[TrainConfig]:
     if any((run / "clips.csv").read_text() != (runs[0] / "clips.csv").read_text() for run in runs):
         raise ValueError("The runs did not read the same clips.")
     for run, config in zip(runs, configs):
-        folds = [run / "runs" / f"actors-fold{k + 1}" / "result.json" for k in range(config.n_folds)]
-        if unfinished := [k + 1 for k, result in enumerate(folds) if not result.is_file()]:
+        needed = only_folds or range(1, config.n_folds + 1)
+        if unfinished := [k for k in needed if not (run / "runs" / f"actors-fold{k}" / "result.json").is_file()]:
             raise ValueError(f"{run} has not finished folds {unfinished}; finish them with --resume.")
         metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").is_file() else {}
         if final and "final" not in metrics:
@@ -88,13 +88,23 @@ def check_runs(runs: list[Path], final: bool = True) -> list[TrainConfig]:
     return configs
 
 
-def score_folds(runs: list[Path], config: TrainConfig, corpus: Corpus, out: Path, robustness: bool) -> dict:
+def score_folds(
+    runs: list[Path],
+    config: TrainConfig,
+    corpus: Corpus,
+    out: Path,
+    robustness: bool,
+    only_folds: list[int] | None = None,
+) -> dict:
     """The actors protocol's report for the ensemble of the runs: each fold's ensemble of the runs' models of that
-    fold, scored on the fold's held-out actors (and under every channel condition, with ``robustness``)."""
+    fold (or of ``only_folds``), scored on the fold's held-out actors (and under every channel condition, with
+    ``robustness``)."""
     device, clips = _device(config), corpus.clips
     folds = actor_folds(clips, config.n_folds)
     fold_results, probabilities = [], np.zeros((len(clips), len(config.model.labels)))
     for k, test_actors in enumerate(folds):
+        if only_folds and k + 1 not in only_folds:
+            continue
         fold_runs = [run / "runs" / f"actors-fold{k + 1}" for run in runs]
         member_results = [json.loads((fold_run / "result.json").read_text()) for fold_run in fold_runs]
         for fold_run, member in zip(fold_runs, member_results):
@@ -128,10 +138,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data", help="RAVDESS folder (default: the one the runs trained on)")
     parser.add_argument("--robustness", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--no-final", action="store_false", dest="final", help="score the folds only; ship no model")
+    parser.add_argument(
+        "--only-folds",
+        nargs="+",
+        type=int,
+        metavar="K",
+        help="score just these folds (1-based), e.g. while the runs' other folds train; needs --no-final",
+    )
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="upload the checkpoint folder (token: HF_TOKEN)")
     args = parser.parse_args(argv)
+    if args.only_folds and args.final:
+        parser.error("--only-folds scores part of the folds; a shipped model is measured on all of them (--no-final)")
     runs, out = [Path(r) for r in args.runs], Path(args.out)
-    configs = check_runs(runs, args.final)
+    configs = check_runs(runs, args.final, args.only_folds)
     config = configs[0]
     if args.data:
         config.data = args.data
@@ -143,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
         clips = [c for c in clips if c.actor in set(config.actors)]
     # Scoring needs each clip's recording and speech, not the codec copies training draws from.
     corpus = load_corpus(clips, replace(config, channels=replace(config.channels, codec_prob=0.0)))
-    summary = score_folds(runs, config, corpus, out, args.robustness)
+    summary = score_folds(runs, config, corpus, out, args.robustness, args.only_folds)
     results = {
         "seed": [c.seed for c in configs],
         "members": [{k: getattr(c, k) for k in MEMBER_VARIANTS} for c in configs],
