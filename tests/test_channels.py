@@ -133,6 +133,14 @@ def test_snr_curriculum_starts_faint_and_reaches_the_full_range():
     np.testing.assert_array_equal(measured_snrs(off, 0.0), full)
 
 
+def test_the_model_card_names_the_snr_curriculum():
+    from train.card import _channel_augmentation
+
+    noise = next(part for part in _channel_augmentation(ChannelConfig(snr_curriculum=0.5)) if "noise (" in part)
+    assert "the lowest SNR falling from 30 to 0 dB over the first 50% of the schedule" in noise
+    assert not any("SNR falling" in part for part in _channel_augmentation(ChannelConfig()))
+
+
 def test_telephone_keeps_the_voice_band_only():
     x, _ = batch(channels.coloured_noise((1, 2 * SAMPLE_RATE), "white", torch.Generator().manual_seed(0))[0].numpy())
     phone = channels.telephone(0.1 * x)

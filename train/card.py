@@ -284,7 +284,13 @@ def _channel_augmentation(channels: ChannelConfig) -> list[str]:
     if channels.noise_prob:
         kinds = ", ".join(channels.noise_types)
         snr = f"{channels.snr_db[0]:.0f}-{channels.snr_db[1]:.0f} dB SNR"
-        parts.append(f"noise ({kinds}) at {snr} on {channels.noise_prob:.0%}")
+        curriculum = ""
+        if channels.snr_curriculum > 0:
+            curriculum = (
+                f", the lowest SNR falling from {channels.snr_db[1]:.0f} to {channels.snr_db[0]:.0f} dB over the first"
+                f" {channels.snr_curriculum:.0%} of the schedule"
+            )
+        parts.append(f"noise ({kinds}) at {snr} on {channels.noise_prob:.0%}{curriculum}")
     if channels.hiss_prob:
         snr = f"{channels.hiss_snr_db[0]:.0f}-{channels.hiss_snr_db[1]:.0f} dB below the voice"
         parts.append(f"microphone hiss (white) at {snr} on {channels.hiss_prob:.0%}")
