@@ -35,10 +35,18 @@ RECIPES = {
     "wide": ["--model", "cnn_channels=32,64,128,128"],  # both CNN branches twice as wide
     "wide-no-es": ["--model", "cnn_channels=32,64,128,128", "--no-early-stopping"],
     # The noise questions, each on the shipped no-es recipe: babble on 2/5 of the noisy rows instead of 1/4, noise
-    # on 90% of the rows instead of 67%, and an SNR curriculum over the first half of the schedule.
+    # on 90% of the rows instead of 67%, an SNR curriculum over the first half of the schedule, and the last two
+    # together (the curriculum's clean gain beside babble x2's smaller babble drop).
     "babble2-no-es": ["--no-early-stopping", "--noise-types", "white", "pink", "brown", "babble", "babble"],
     "noisy90-no-es": ["--no-early-stopping", "--noise-prob", "0.9"],
     "curriculum-no-es": ["--no-early-stopping", "--snr-curriculum", "0.5"],
+    "curriculum-babble2-no-es": [
+        "--no-early-stopping",
+        "--snr-curriculum",
+        "0.5",
+        "--noise-types",
+        *("white", "pink", "brown", "babble", "babble"),
+    ],
 }
 RUN_NAME = re.compile(r"^(.+)-seed(\d+)$")  # the output folders run_all makes
 TWINS = [("es", "no-es"), ("wide", "wide-no-es")]  # pairs of recipes whose same-seed models make an ensemble
