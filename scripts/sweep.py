@@ -29,24 +29,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ablation_summary import ensemble_fold_scores, mean_drop  # noqa: E402
 
 # What each recipe adds to the shipped one (train.TrainConfig's defaults).
+BABBLE_TWICE = ["--noise-types", "white", "pink", "brown", "babble", "babble"]  # babble on 2/5 of noisy rows, not 1/4
+SNR_CURRICULUM = ["--snr-curriculum", "0.5"]  # the lowest SNR falls from 30 to 0 dB over the first half
 RECIPES = {
     "es": [],  # early stopping on one man and one woman of the training actors
     "no-es": ["--no-early-stopping"],  # they train too; the last of 60 epochs is kept
     "wide": ["--model", "cnn_channels=32,64,128,128"],  # both CNN branches twice as wide
     "wide-no-es": ["--model", "cnn_channels=32,64,128,128", "--no-early-stopping"],
-    # The noise questions, each on the shipped no-es recipe: babble on 2/5 of the noisy rows instead of 1/4, noise
-    # on 90% of the rows instead of 67%, an SNR curriculum over the first half of the schedule, and the last two
-    # together (the curriculum's clean gain beside babble x2's smaller babble drop).
-    "babble2-no-es": ["--no-early-stopping", "--noise-types", "white", "pink", "brown", "babble", "babble"],
+    # The noise questions, each on the shipped no-es recipe: babble twice as often, noise on 90% of the rows
+    # instead of 67%, the SNR curriculum, and the curriculum with babble twice as often.
+    "babble2-no-es": ["--no-early-stopping", *BABBLE_TWICE],
     "noisy90-no-es": ["--no-early-stopping", "--noise-prob", "0.9"],
-    "curriculum-no-es": ["--no-early-stopping", "--snr-curriculum", "0.5"],
-    "curriculum-babble2-no-es": [
-        "--no-early-stopping",
-        "--snr-curriculum",
-        "0.5",
-        "--noise-types",
-        *("white", "pink", "brown", "babble", "babble"),
-    ],
+    "curriculum-no-es": ["--no-early-stopping", *SNR_CURRICULUM],
+    "curriculum-babble2-no-es": ["--no-early-stopping", *SNR_CURRICULUM, *BABBLE_TWICE],
 }
 RUN_NAME = re.compile(r"^(.+)-seed(\d+)$")  # the output folders run_all makes
 TWINS = [("es", "no-es"), ("wide", "wide-no-es")]  # pairs of recipes whose same-seed models make an ensemble
