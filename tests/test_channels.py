@@ -141,6 +141,16 @@ def test_the_model_card_names_the_snr_curriculum():
     assert not any("SNR falling" in part for part in _channel_augmentation(ChannelConfig()))
 
 
+def test_the_model_card_gives_each_noise_kind_its_share():
+    from train.card import _channel_augmentation
+
+    def noise(types: list[str]) -> str:
+        return next(part for part in _channel_augmentation(ChannelConfig(noise_types=types)) if "noise (" in part)
+
+    assert "noise (white, pink, brown, babble)" in noise(["white", "pink", "brown", "babble"])
+    assert "noise (white 20%, pink 20%, brown 20%, babble 40%)" in noise(["white", "pink", "brown", "babble", "babble"])
+
+
 def test_telephone_keeps_the_voice_band_only():
     x, _ = batch(channels.coloured_noise((1, 2 * SAMPLE_RATE), "white", torch.Generator().manual_seed(0))[0].numpy())
     phone = channels.telephone(0.1 * x)

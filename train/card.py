@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -276,13 +277,21 @@ def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.1%}"
 
 
+def _noise_kinds(noise_types: list[str]) -> str:
+    """The noise kinds drawn from, each with its share when a kind is listed more than once to draw it more often."""
+    counts = Counter(noise_types)
+    if len(set(counts.values())) == 1:
+        return ", ".join(counts)
+    return ", ".join(f"{kind} {count / len(noise_types):.0%}" for kind, count in counts.items())
+
+
 def _channel_augmentation(channels: ChannelConfig) -> list[str]:
     """The channel augmentations a run used, in words, each with the share of clips it touched."""
     parts = []
     if channels.reverb_prob:
         parts.append(f"room reverberation (RT60 {channels.rt60[0]}-{channels.rt60[1]} s) on {channels.reverb_prob:.0%}")
     if channels.noise_prob:
-        kinds = ", ".join(channels.noise_types)
+        kinds = _noise_kinds(channels.noise_types)
         snr = f"{channels.snr_db[0]:.0f}-{channels.snr_db[1]:.0f} dB SNR"
         curriculum = ""
         if channels.snr_curriculum > 0:
