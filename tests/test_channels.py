@@ -72,6 +72,23 @@ def test_benchmark_babble_lies_its_snr_below_the_voice_where_the_voice_is():
     assert 10 * np.log10(voice_power / babble_power) == pytest.approx(10.0, abs=1.0)
 
 
+def test_training_babble_mixes_the_batchs_other_talkers_for_the_chosen_rows_only():
+    from train.augment import _babble_from_batch
+
+    x = torch.randn(6, 4000) * torch.linspace(0.1, 1.0, 6)[:, None]  # six talkers at six levels
+    rows = torch.tensor([1, 4])
+    mix = _babble_from_batch(x, rows, torch.Generator().manual_seed(0))
+    # The definition, whole batch at once: talker k of row r is row r - k, each at unit power, each shifted.
+    generator = torch.Generator().manual_seed(0)
+    shifts = [int(torch.randint(x.shape[1], (1,), generator=generator)) for _ in range(channels.BABBLE_TALKERS)]
+    unit = x / x.pow(2).mean(dim=1, keepdim=True).sqrt()
+    whole = sum(unit.roll(shifts=(k, shift), dims=(0, 1)) for k, shift in enumerate(shifts, start=1))
+    expected = whole / whole.pow(2).mean(dim=1, keepdim=True).sqrt()
+    torch.testing.assert_close(mix, expected[rows])
+    assert mix.pow(2).mean(dim=1).allclose(torch.ones(2))
+    assert not any(torch.allclose(mix[0], unit[r]) for r in range(6))  # a mix, not one talker
+
+
 @pytest.mark.parametrize("rt60", [0.3, 0.6, 1.0])
 def test_impulse_response_decays_60_db_in_its_rt60(rt60):
     response = channels.impulse_response(rt60, drr_db=0.0, generator=torch.Generator().manual_seed(0))

@@ -100,7 +100,7 @@ class ChannelAugment:
                 if not chosen.any():
                     continue
                 if kind == "babble":
-                    noise[chosen] = _babble_from_batch(x, generator)[chosen]
+                    noise[chosen] = _babble_from_batch(x, chosen.nonzero().squeeze(1), generator)
                 else:
                     noise[chosen] = _crops(self.noise_tracks[kind], int(chosen.sum()), n, generator)
             snr_db = torch.empty(B).uniform_(*self.snr_range(progress), generator=generator).to(self.device)
@@ -148,15 +148,22 @@ def _crops(tracks: Tensor, n_rows: int, n: int, generator: torch.Generator) -> T
     return tracks[which, start + torch.arange(n, device=tracks.device)]
 
 
-def _babble_from_batch(x: Tensor, generator: torch.Generator) -> Tensor:
-    """For each row, the other training recordings of the batch talking at once (B, n), each shifted in time."""
+def _babble_from_batch(x: Tensor, rows: Tensor, generator: torch.Generator) -> Tensor:
+    """For each of ``rows``, the other training recordings of the batch talking at once (len(rows), n), each
+    shifted in time. Talker k of row r is row r - k (mod B), as rolling the batch by k would place it, but only
+    the rows that get babble are mixed: rolling the whole batch twice over cost a quarter of augmentation."""
     B, n = x.shape
-    talkers = x / x.pow(2).mean(dim=1, keepdim=True).sqrt().clamp(min=1e-8)
-    mix = torch.zeros_like(x)
+    mix = torch.zeros(len(rows), n, dtype=x.dtype, device=x.device)
     for k in range(1, min(channels.BABBLE_TALKERS, B - 1) + 1):
         shift = int(torch.randint(n, (1,), generator=generator))
-        mix += talkers.roll(shifts=(k, shift), dims=(0, 1))
-    return mix / mix.pow(2).mean(dim=1, keepdim=True).sqrt().clamp(min=1e-8)
+        talkers = x[(rows - k) % B]
+        mix += (talkers / _rms(talkers)).roll(shift, dims=1)
+    return mix / _rms(mix)
+
+
+def _rms(x: Tensor) -> Tensor:
+    """Each row's root mean square (R, 1), kept off zero so a silent row divides safely."""
+    return x.pow(2).mean(dim=1, keepdim=True).sqrt().clamp(min=1e-8)
 
 
 def place_in_window(speech: list[np.ndarray], length: int, rng: np.random.Generator | None) -> Tensor:
