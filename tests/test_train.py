@@ -651,3 +651,28 @@ def test_sweep_summary_averages_each_condition_over_a_recipes_seeds(tmp_path):
     summary = summary.stdout
     assert "| recipe (accuracy, mean over its seeds) | clean | babble 10 dB SNR | mean drop |" in summary
     assert "| no-es | 61.0% | 50.0% | 11.0 points |" in summary
+
+
+def test_compare_checkpoints_sets_each_condition_side_by_side(tmp_path):
+    def metrics(name: str, folds: list[float], babble: float) -> Path:
+        clean = sum(folds) / len(folds)
+        table = {
+            "clean": {"accuracy": clean, "drop": 0.0},
+            "babble 10 dB SNR": {"accuracy": babble, "drop": clean - babble},
+        }
+        (tmp_path / name).mkdir()
+        path = tmp_path / name / "metrics.json"
+        path.write_text(json.dumps({"actors": {"folds": [{"accuracy": a} for a in folds], "robustness": table}}))
+        return path
+
+    shipped, candidate = metrics("shipped", [0.60, 0.64], babble=0.50), metrics("candidate", [0.63, 0.65], babble=0.52)
+    command = [sys.executable, "scripts/compare_checkpoints.py", str(shipped), str(candidate)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| babble 10 dB SNR | 50.0% | 52.0% | +2.0 points | 12.0 -> 12.0 points |" in result.stdout
+    assert "candidate: folds 63.0% / 65.0% (worst 63.0%); mean over clean and the 1 conditions 58.0%" in result.stdout
+    assert "mean drop 12.0 points" in result.stdout
+    unscored = tmp_path / "unscored.json"
+    unscored.write_text(json.dumps({"random": {}}))
+    refused = subprocess.run([*command[:2], str(shipped), str(unscored)], cwd=ROOT, capture_output=True, text=True)
+    assert refused.returncode != 0 and "no actors-protocol results" in refused.stderr
