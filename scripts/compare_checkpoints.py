@@ -12,6 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
+from ablation_summary import mean_drop  # scripts/ is on the path when a script here runs
+
 
 def read_actors(path: Path) -> dict:
     actors = json.loads(path.read_text()).get("actors")
@@ -36,12 +38,10 @@ def comparison(before: dict, after: dict, names: tuple[str, str]) -> str:
     def summary(results: dict) -> str:
         folds = [f["accuracy"] for f in results["folds"]]
         table = results["robustness"]
-        degraded = [table[c]["drop"] for c in conditions if c != "clean"]
         overall = sum(table[c]["accuracy"] for c in conditions) / len(conditions)
-        mean_drop = sum(degraded) / max(len(degraded), 1)
         return (
             f"folds {' / '.join(f'{a:.1%}' for a in folds)} (worst {min(folds):.1%}); mean over clean and the "
-            f"{len(degraded)} conditions {overall:.1%}; mean drop {mean_drop * 100:.1f} points"
+            f"{len(conditions) - 1} conditions {overall:.1%}; mean drop {mean_drop(table) * 100:.1f} points"
         )
 
     return "\n".join([*rows, "", f"{names[0]}: {summary(before)}", f"{names[1]}: {summary(after)}"])

@@ -9,12 +9,11 @@ run=${1:?usage: scripts/keep_run.sh RUN_DIR}
 dest=$(pwd)/experiments/$(basename "$run")
 mkdir -p "$dest"
 find "$run" -maxdepth 1 -type f ! -name '*.pt' -exec cp {} "$dest/" \;
-final_done=$([ -f "$run/metrics.json" ] && grep -q '"final"' "$run/metrics.json" && echo yes || true)
-for part in "$run"/runs/*/; do
-  name=$(basename "$part")
-  if [ -f "$part/result.json" ] || { [ "$name" = final ] && [ -n "$final_done" ]; }; then
-    mkdir -p "$dest/runs/$name"
-    (cd "$part" && find . -type f ! -name '*.pt' -exec cp --parents {} "$dest/runs/$name/" \;)
-  fi
+# The final fit's model is written at the run's top level (copied above); runs/final holds only its last.pt.
+for fold in "$run"/runs/actors-fold*/; do
+  [ -f "$fold/result.json" ] || continue
+  name=$(basename "$fold")
+  mkdir -p "$dest/runs/$name"
+  (cd "$fold" && find . -type f ! -name '*.pt' -exec cp --parents {} "$dest/runs/$name/" \;)
 done
 du -sh "$dest"
