@@ -42,6 +42,8 @@ RECIPES = {
     "noisy90-no-es": ["--no-early-stopping", "--noise-prob", "0.9"],
     "curriculum-no-es": ["--no-early-stopping", *SNR_CURRICULUM],
     "curriculum-babble2-no-es": ["--no-early-stopping", *SNR_CURRICULUM, *BABBLE_TWICE],
+    # The same for 90 epochs: the cosine and the curriculum stretch with the schedule.
+    "curriculum-babble2-no-es-90": ["--no-early-stopping", *SNR_CURRICULUM, *BABBLE_TWICE, "--epochs", "90"],
 }
 RUN_NAME = re.compile(r"^(.+)-seed(\d+)$")  # the output folders run_all makes
 TWINS = [("es", "no-es"), ("wide", "wide-no-es")]  # pairs of recipes whose same-seed models make an ensemble
