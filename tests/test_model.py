@@ -18,6 +18,8 @@ from ser_model.model import (
     PCEN_ROOT,
     PCEN_SMOOTHING,
     LogMel,
+    MaskDropout,
+    mask_dropout,
     per_channel_energy_normalization,
     subtract_band_means,
     subtract_noise_floor,
@@ -53,6 +55,34 @@ def test_cnn_branch_in_channels_last_gives_what_its_layers_give_in_order(random_
     with torch.inference_mode():
         maps = cnn.blocks(image)  # the Sequential in the default layout
         torch.testing.assert_close(cnn(image), torch.cat([maps.mean(dim=(2, 3)), maps.amax(dim=(2, 3))], dim=1))
+
+
+def test_mask_dropout_drops_and_rescales_as_nn_dropout_does():
+    torch.manual_seed(0)
+    x = torch.rand(64, 16, 20, 30).contiguous(memory_format=torch.channels_last) + 1.0  # no zeros of its own
+    dropped = mask_dropout(x, 0.2, training=True)
+    kept = dropped != 0
+    assert kept.float().mean().item() == pytest.approx(0.8, abs=0.005)  # 614k draws: the share is within 0.2%
+    torch.testing.assert_close(dropped[kept], x[kept] / 0.8)  # kept values scaled so the expectation is x
+    assert dropped.is_contiguous(memory_format=torch.channels_last)
+    assert mask_dropout(x, 0.2, training=False) is x and mask_dropout(x, 0.0, training=True) is x
+    assert not mask_dropout(x, 1.0, training=True).any()
+    layer = MaskDropout(0.5)
+    assert isinstance(layer, torch.nn.Dropout) and layer.eval()(x) is x  # and the fused copy skips it as one
+    x.requires_grad_()
+    mask_dropout(x, 0.5, training=True).sum().backward()
+    assert set(x.grad.unique().tolist()) <= {0.0, 2.0}  # the gradient flows through the kept units only
+
+
+def test_attention_in_training_is_the_same_function_on_either_path():
+    # On the CPU training takes the explicit path (its own dropout mask); with dropout off it must equal SDPA's.
+    torch.manual_seed(0)
+    model = EmotionNet(ModelConfig(dropout=0.0)).train()
+    log_mel = torch.randn(3, 64, model.config.n_frames) * 10 - 40
+    sdpa = model.classify(log_mel).logits
+    for block in model.transformer.blocks:
+        block.attention.dropout = 1e-12  # takes the explicit path; a mask of p = 1e-12 keeps every unit
+    torch.testing.assert_close(model.classify(log_mel).logits, sdpa, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("overrides", [{}, {"n_layers": 3, "dynamic_range_db": 80.0, "normalize_bands": True}])

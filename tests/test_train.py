@@ -18,9 +18,9 @@ import torch
 from ser_model import EmotionEnsemble, EmotionNet, EmotionRecognizer
 from ser_model.audio import SAMPLE_RATE
 from ser_model.model import LOG_FLOOR_DB, LogMel
-from train.augment import ChannelConfig, change_speed, place_in_window, spec_augment, warp_frequencies
+from train.augment import ChannelAugment, ChannelConfig, change_speed, place_in_window, spec_augment, warp_frequencies
 from train.data import actor_folds, load_speech, parse_ravdess, random_split, validation_actors
-from train.train import TrainConfig, fit, load_corpus, main
+from train.train import TrainConfig, fit, load_corpus, main, prefetched, training_batches
 
 from .conftest import RAVDESS, ROOT, speech_like
 
@@ -161,6 +161,33 @@ def test_short_real_training_lowers_the_loss_and_beats_chance(tmp_path):
 
     train_accuracy = evaluate(model, corpus.speech, corpus.labels, torch.device("cpu"))["accuracy"]
     assert train_accuracy > 0.3, train_accuracy  # chance is 1/8; 0.3 on 120 clips is far beyond luck
+
+
+def test_prefetched_batches_are_the_batches_made_in_order(tmp_path):
+    # The loop takes each batch from a worker thread; the thread must change nothing about which batch it gets.
+    config = tiny_config(tmp_path)
+    corpus = load_corpus([c for c in parse_ravdess(RAVDESS_DIR) if c.actor in config.actors], config)
+    variants = [change_speed(corpus.recordings, f) for f in config.speed_factors]
+
+    def batches():
+        augment = ChannelAugment(config.channels, seed=config.seed)
+        return training_batches(
+            variants, corpus.codec_copies, len(corpus.clips), augment, config, epoch=1, n_samples=48000
+        )
+
+    made, fetched = list(batches()), list(prefetched(batches()))
+    assert len(made) == len(fetched) == len(corpus.clips) // config.batch_size
+    for (waveform, batch, clean), (waveform2, batch2, clean2) in zip(made, fetched):
+        assert np.array_equal(batch, batch2) and clean is clean2 is None
+        torch.testing.assert_close(waveform, waveform2, rtol=0, atol=0)
+    assert list(prefetched(iter([]))) == []
+
+    def failing():
+        yield 1
+        raise RuntimeError("a corrupt batch")
+
+    with pytest.raises(RuntimeError, match="corrupt"):  # an error in the worker reaches the loop
+        list(prefetched(failing()))
 
 
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path, monkeypatch):

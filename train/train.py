@@ -15,9 +15,11 @@ import math
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -48,6 +50,7 @@ from .metrics import classification_metrics, plot_confusion, plot_curves
 from .robustness import score_conditions, summarize_conditions
 
 PROTOCOLS = ("actors", "random")
+T = TypeVar("T")
 # A stopped run resumes only with the settings it began with: these change what each epoch trains on.
 RESUME_MUST_MATCH = (
     "early_stopping",
@@ -199,6 +202,59 @@ class LogMelClassifier(torch.nn.Module):
         return self.net.classify(log_mel).logits
 
 
+def training_batches(
+    variants: list[list[np.ndarray]],
+    codec_copies: list[list[np.ndarray]],
+    n_examples: int,
+    augment: ChannelAugment,
+    config: TrainConfig,
+    *,
+    epoch: int,
+    n_samples: int,
+    clean_views: list[list[np.ndarray]] | None = None,
+) -> Iterator[tuple[torch.Tensor, np.ndarray, torch.Tensor | None]]:
+    """One epoch's batches in a seeded order: (waveforms (B, n_samples), their example indices, and their clean
+    views (B, n_samples) if ``clean_views`` is given).
+
+    ``variants[v][i]`` is recording ``i`` at speed variant ``v`` and ``codec_copies[c][i]`` its copy through
+    codec ``c``; each example draws one of them. The recording is degraded by ``augment`` and then trimmed and
+    levelled by ``prepare_speech``, exactly as the app treats a recording that arrives degraded. Every draw
+    comes from this epoch's own generators, so the batches are the same wherever and whenever they are made.
+    """
+    rank, world = _rank_and_world()
+    rng = np.random.default_rng([config.seed, epoch])  # seeded per epoch so --resume replays exactly
+    generator = torch.Generator().manual_seed(config.seed * 10_000 + epoch * 100 + rank)
+    order = rng.permutation(n_examples)
+    sources = variants + codec_copies
+    steps = len(order) // config.batch_size  # drop the ragged last batch: BatchNorm needs several clips
+    for step in range(steps):
+        batch = order[step * config.batch_size : (step + 1) * config.batch_size][rank::world]
+        # A codec row takes the unsped recording's codec copy; every other row one of the speed variants.
+        codec_row = rng.random(len(batch)) < (config.channels.codec_prob if codec_copies else 0.0)
+        source = np.where(
+            codec_row,
+            len(variants) + rng.integers(0, max(len(codec_copies), 1), len(batch)),
+            rng.integers(0, len(variants), len(batch)),
+        )
+        recordings = [sources[v][i] for v, i in zip(source, batch)]
+        speech = prepare_batch(augment(recordings, generator, (epoch + step / steps) / config.epochs), recordings)
+        waveform = place_in_window(speech, n_samples, rng if config.time_shift else None)
+        clean = None
+        if clean_views is not None:
+            clean = place_in_window([clean_views[v][i] for v, i in zip(source, batch)], n_samples, None)
+        yield waveform, batch, clean
+
+
+def prefetched(batches: Iterator[T]) -> Iterator[T]:
+    """``batches``, each made in a worker thread while the previous one trains: degrading and preparing a batch
+    (a quarter of a step on two CPU cores) then overlaps the network's step, as NumPy and torch release the GIL."""
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        upcoming = worker.submit(next, batches, None)
+        while (batch := upcoming.result()) is not None:
+            upcoming = worker.submit(next, batches, None)
+            yield batch
+
+
 def train_one_epoch(
     model: EmotionNet,
     classifier: torch.nn.Module,
@@ -215,43 +271,34 @@ def train_one_epoch(
     clean_views: list[list[np.ndarray]] | None = None,
     teachers: Sequence[EmotionNet] = (),
 ) -> float:
-    """One pass over the training clips in a seeded order; returns the mean training loss.
+    """One pass over the training clips of :func:`training_batches`; returns the mean training loss.
 
-    ``variants[v][i]`` is recording ``i`` at speed variant ``v`` and ``codec_copies[c][i]`` its copy through
-    codec ``c``; each example draws one of them. The recording is degraded by ``augment`` and then trimmed and
-    levelled by ``prepare_speech``, exactly as the app treats a recording that arrives degraded. ``ema``, if
-    given, is updated after every step; ``clean_views`` (for the consistency loss and teachers that hear clean)
-    holds each source's clean, prepared speech, in the order of ``variants + codec_copies``; ``teachers`` (for
-    distillation) score the log-mel the model sees, or the clean clip's.
+    ``ema``, if given, is updated after every step; ``clean_views`` (for the consistency loss and teachers that
+    hear clean) holds each source's clean, prepared speech, in the order of ``variants + codec_copies``;
+    ``teachers`` (for distillation) score the log-mel the model sees, or the clean clip's.
     """
-    rank, world = _rank_and_world()
-    rng = np.random.default_rng([config.seed, epoch])  # seeded per epoch so --resume replays exactly
-    generator = torch.Generator().manual_seed(config.seed * 10_000 + epoch * 100 + rank)
+    rank, _ = _rank_and_world()
     torch.manual_seed(config.seed * 10_000 + epoch * 100 + rank)  # dropout, SpecAugment, mixup
-    order = rng.permutation(len(labels))
-    sources = variants + codec_copies
-    steps = len(order) // config.batch_size  # drop the ragged last batch: BatchNorm needs several clips
+    steps = len(labels) // config.batch_size
+    batches = training_batches(
+        variants,
+        codec_copies,
+        len(labels),
+        augment,
+        config,
+        epoch=epoch,
+        n_samples=model.config.n_samples,
+        clean_views=clean_views,
+    )
     model.train()
     total = 0.0
-    for step in tqdm(range(steps), desc=f"epoch {epoch + 1}", leave=False, disable=rank > 0):
+    progress = tqdm(prefetched(batches), total=steps, desc=f"epoch {epoch + 1}", leave=False, disable=rank > 0)
+    for step, (waveform, batch, clean) in enumerate(progress):
         lr = get_lr(epoch + step / steps, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        batch = order[step * config.batch_size : (step + 1) * config.batch_size][rank::world]
-        # A codec row takes the unsped recording's codec copy; every other row one of the speed variants.
-        codec_row = rng.random(len(batch)) < (config.channels.codec_prob if codec_copies else 0.0)
-        source = np.where(
-            codec_row,
-            len(variants) + rng.integers(0, max(len(codec_copies), 1), len(batch)),
-            rng.integers(0, len(variants), len(batch)),
-        )
-        recordings = [sources[v][i] for v, i in zip(source, batch)]
-        speech = prepare_batch(augment(recordings, generator, (epoch + step / steps) / config.epochs), recordings)
-        waveform = place_in_window(speech, model.config.n_samples, rng if config.time_shift else None)
-        if clean_views is not None:
-            clean = place_in_window([clean_views[v][i] for v, i in zip(source, batch)], model.config.n_samples, None)
-            if config.consistency_weight > 0:  # the same clips, clean, after the degraded ones
-                waveform = torch.cat([waveform, clean])
+        if config.consistency_weight > 0:  # the same clips, clean, after the degraded ones
+            waveform = torch.cat([waveform, clean])
         waveform, targets = waveform.to(device), torch.from_numpy(labels[batch]).to(device)
 
         log_mel = model.frontend(waveform)
