@@ -159,13 +159,20 @@ def per_channel_energy_normalization(log_mel: Tensor) -> Tensor:
 
 
 def mask_dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """``F.dropout`` (the same distribution) with its mask drawn by ``torch.rand``: on the CPU, ``bernoulli_`` took a
-    quarter of a training step, and this takes 60% less time for the same mask."""
+    """``F.dropout`` with its mask cut from 64-bit random words, four 16-bit draws each (``p`` rounded to a
+    multiple of 1/65536, the kept units scaled by the exact inverse of what is kept). On the CPU ``bernoulli_``
+    took a quarter of a training step and ``torch.rand``, one draw per unit, 14%; this draws a quarter as often.
+    The mask takes ``x``'s memory layout, so channels-last activations stay channels-last."""
     if not training or p == 0.0:
         return x
     if p == 1.0:
         return torch.zeros_like(x)
-    return x * (torch.rand_like(x) >= p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    if not (x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)):
+        x = x.contiguous()
+    dropped = round(p * 65536)
+    words = torch.empty((x.numel() + 3) // 4, dtype=torch.int64, device=x.device).random_(-(2**63), 2**63 - 1)
+    draws = words.view(torch.int16)[: x.numel()].as_strided(x.shape, x.stride())  # uniform on [-32768, 32767]
+    return x * (draws >= dropped - 32768).to(x.dtype).mul_(65536 / (65536 - dropped))
 
 
 class MaskDropout(nn.Dropout):
