@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ablation_summary import ensemble_fold_scores, mean_drop  # noqa: E402
 
-# What each recipe adds to the shipped one (train.TrainConfig's defaults).
+# What each recipe adds to the defaults of train.TrainConfig and ser_model.ModelConfig.
 BABBLE_TWICE = ["--noise-types", "white", "pink", "brown", "babble", "babble"]  # babble on 2/5 of noisy rows, not 1/4
 SNR_CURRICULUM = ["--snr-curriculum", "0.5"]  # the lowest SNR falls from 30 to 0 dB over the first half
 RECIPES = {
@@ -44,18 +44,12 @@ RECIPES = {
     "curriculum-babble2-no-es": ["--no-early-stopping", *SNR_CURRICULUM, *BABBLE_TWICE],
     # The same for 90 epochs: the cosine and the curriculum stretch with the schedule.
     "curriculum-babble2-no-es-90": ["--no-early-stopping", *SNR_CURRICULUM, *BABBLE_TWICE, "--epochs", "90"],
-    # The shipped model's: that recipe on CNNs wider in their last layers and a wider Transformer.
-    "late-curriculum-babble2-no-es-90": [
-        "--no-early-stopping",
-        *SNR_CURRICULUM,
-        *BABBLE_TWICE,
-        "--epochs",
-        "90",
-        "--model",
-        "d_model=96",
-        "cnn_channels=16,32,96,128",
-    ],
 }
+# The shipped model's: that recipe on CNNs wider in their last layers and a wider Transformer.
+RECIPES["late-curriculum-babble2-no-es-90"] = [
+    *RECIPES["curriculum-babble2-no-es-90"],
+    *["--model", "d_model=96", "cnn_channels=16,32,96,128"],
+]
 RUN_NAME = re.compile(r"^(.+)-seed(\d+)$")  # the output folders run_all makes
 TWINS = [("es", "no-es"), ("wide", "wide-no-es")]  # pairs of recipes whose same-seed models make an ensemble
 
