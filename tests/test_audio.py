@@ -94,6 +94,30 @@ def test_silence_hum_and_noise_without_a_voice_are_refused(case):
         prepare_speech(load_audio((SAMPLE_RATE, audio.astype(np.float32))))
 
 
+def _in_pink_noise(recording: np.ndarray, snr_db: float, seed: int = 0) -> np.ndarray:
+    x = torch.from_numpy(recording.astype(np.float32))[None]
+    noise = channels.coloured_noise(tuple(x.shape), "pink", torch.Generator().manual_seed(seed))
+    return channels.add_noise(x, torch.tensor([x.shape[1]]), noise, torch.tensor([snr_db]))[0].numpy()
+
+
+def test_a_sentence_deep_in_noise_is_accepted_whole():
+    # One stressed syllable 12 dB over the rest: at 5 dB SNR only it clears half the recording's range.
+    sentence = speech_like(2.0)
+    t = np.arange(len(sentence)) / SAMPLE_RATE
+    sentence = sentence * np.where((t >= 0.75) & (t < 1.0), 10 ** (12 / 20), 1.0).astype(np.float32)
+    recording = _in_pink_noise(np.concatenate([np.zeros(8000), sentence, np.zeros(8000)]), snr_db=5.0)
+    assert len(prepare_speech(recording)) / SAMPLE_RATE > 1.5
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_cough_in_noise_is_still_too_short(seed):
+    noise = 0.01 * channels.coloured_noise((1, 3 * SAMPLE_RATE), "pink", torch.Generator().manual_seed(seed))[0]
+    cough = np.zeros(3 * SAMPLE_RATE, np.float32)
+    cough[20000 : 20000 + int(0.15 * SAMPLE_RATE)] = speech_like(0.15, seed=seed) / 3
+    with pytest.raises(AudioError, match="at least"):
+        prepare_speech(noise.numpy() + cough)
+
+
 def test_pad_or_trim_and_windows():
     x = np.arange(10, dtype=np.float32)
     assert pad_or_trim(x, 14).tolist() == [0, 0] + list(range(10)) + [0, 0]

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import torchaudio.functional as AF
 from torch import Tensor
 
-from ser_model.audio import HOP_LENGTH, MAX_FLOOR_DEPTH_DB, N_FFT, SAMPLE_RATE, SPEECH_RANGE_DB
+from ser_model.audio import HOP_LENGTH, MAX_FLOOR_DEPTH_DB, N_FFT, SAMPLE_RATE, SPEECH_RANGE_SHARE
 
 NOISE_EXPONENTS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # noise power falls as 1 / f^exponent
 BABBLE_TALKERS = 4  # few enough that single words stand out, as in a classroom
@@ -46,7 +46,7 @@ def speech_power(waveform: Tensor, lengths: Tensor) -> Tensor:
     floor = torch.nanquantile(frame_db.masked_fill(~valid, torch.nan), 0.1, dim=1, keepdim=True)
     peak = torch.nanquantile(frame_db.masked_fill(~valid, torch.nan), 0.99, dim=1, keepdim=True)
     floor = torch.maximum(floor, peak - MAX_FLOOR_DEPTH_DB)
-    voiced = valid & (frame_db > floor + SPEECH_RANGE_DB * (peak - floor))
+    voiced = valid & (frame_db > floor + SPEECH_RANGE_SHARE * (peak - floor))
     return (power * voiced).sum(dim=1) / voiced.sum(dim=1).clamp(min=1)
 
 
