@@ -25,6 +25,7 @@ from train.card import write_card  # noqa: E402
 from train.data import load_recordings, parse_ravdess  # noqa: E402
 from train.ensemble import read_config  # noqa: E402
 from train.robustness import format_table, score_conditions, summarize_conditions  # noqa: E402
+from train.train import _write_json  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -42,23 +43,24 @@ def main(argv: list[str] | None = None) -> None:
 
     before = metrics["actors"]["robustness"]
     for k, fold in enumerate(metrics["actors"]["folds"]):
-        model = EmotionNet.from_pretrained(run / "runs" / f"actors-fold{k + 1}" / "model")
-        test_idx = [i for i, c in enumerate(clips) if c.actor in set(fold["test_actors"])]
+        fold_dir = run / "runs" / f"actors-fold{k + 1}"
+        model = EmotionNet.from_pretrained(fold_dir / "model")
+        test_actors = set(fold["test_actors"])
+        test_idx = [i for i, c in enumerate(clips) if c.actor in test_actors]
         if len(test_idx) != fold["n"]:
             raise SystemExit(f"fold {k + 1}: {len(test_idx)} clips of its actors here, {fold['n']} when it ran")
         fold["robustness"] = score_conditions(model, [clips[i] for i in test_idx], [recordings[i] for i in test_idx])
-        result_file = run / "runs" / f"actors-fold{k + 1}" / "result.json"
-        result = json.loads(result_file.read_text())
-        result_file.write_text(json.dumps(result | {"robustness": fold["robustness"]}, indent=2))
+        result = json.loads((fold_dir / "result.json").read_text())
+        _write_json(fold_dir / "result.json", result | {"robustness": fold["robustness"]})
     metrics["actors"]["robustness"] = summarize_conditions([f["robustness"] for f in metrics["actors"]["folds"]])
     print("before:\n" + format_table(before) + "\nnow:\n" + format_table(metrics["actors"]["robustness"]))
 
-    (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    _write_json(run / "metrics.json", metrics)
     if args.checkpoint:
         checkpoint = Path(args.checkpoint)
         shipped = json.loads((checkpoint / "metrics.json").read_text())
         shipped["actors"] = metrics["actors"]
-        (checkpoint / "metrics.json").write_text(json.dumps(shipped, indent=2))
+        _write_json(checkpoint / "metrics.json", shipped)
         write_card(checkpoint, read_config(checkpoint), shipped, EmotionNet.from_pretrained(checkpoint))
 
 

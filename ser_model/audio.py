@@ -133,10 +133,9 @@ def split_utterances(
     it already. Raises :class:`AudioError` as :func:`prepare_speech` does.
     """
     frame_db, voiced = activity if activity is not None else voice_activity(samples)
-    runs = _utterances(voiced)
-    long_enough = [r for r in runs if _seconds(r[0], r[-1]) >= MIN_SPEECH_SECONDS]
+    long_enough = _utterances(voiced)
     if not long_enough:
-        raise AudioError(_too_short_message(max(_seconds(r[0], r[-1]) for r in runs)))
+        raise AudioError(_too_short_message(max(_seconds(r[0], r[-1]) for r in _voiced_runs(voiced))))
     utterances = []
     for run in long_enough:
         start, stop = _span(run[0], run[-1], len(samples))
@@ -165,23 +164,26 @@ def voice_activity(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     peak = np.percentile(frame_db, 99)  # the voice's peak: a single click must not set it
     floor = max(floor, peak - MAX_FLOOR_DEPTH_DB)
     voiced = frame_db > floor + SPEECH_RANGE_SHARE * (peak - floor)
-    if not _utterances(voiced, long_enough=True):
+    if not _utterances(voiced):
         in_noise = frame_db > floor + NOISY_SPEECH_RANGE_SHARE * (peak - floor)
         min_frames = MIN_VOICED_IN_NOISE_SECONDS * SAMPLE_RATE / HOP_LENGTH
-        if any(len(run) >= min_frames for run in _utterances(in_noise, long_enough=True)):
+        if any(len(run) >= min_frames for run in _utterances(in_noise)):
             voiced = in_noise
     return frame_db, voiced
 
 
-def _utterances(voiced: np.ndarray, long_enough: bool = False) -> list[np.ndarray]:
-    """The voiced frames' runs, split at pauses of MIN_PAUSE_SECONDS; with ``long_enough`` only those of at least
-    MIN_SPEECH_SECONDS."""
+def _voiced_runs(voiced: np.ndarray) -> list[np.ndarray]:
+    """The voiced frames' indices, split at pauses of at least MIN_PAUSE_SECONDS."""
     frames = np.flatnonzero(voiced)
     if len(frames) == 0:
         return []
     pause_frames = int(MIN_PAUSE_SECONDS * SAMPLE_RATE / HOP_LENGTH)
-    runs = np.split(frames, np.flatnonzero(np.diff(frames) > pause_frames) + 1)
-    return [r for r in runs if _seconds(r[0], r[-1]) >= MIN_SPEECH_SECONDS] if long_enough else runs
+    return np.split(frames, np.flatnonzero(np.diff(frames) > pause_frames) + 1)
+
+
+def _utterances(voiced: np.ndarray) -> list[np.ndarray]:
+    """The voiced runs long enough to judge an emotion from (MIN_SPEECH_SECONDS)."""
+    return [r for r in _voiced_runs(voiced) if _seconds(r[0], r[-1]) >= MIN_SPEECH_SECONDS]
 
 
 def _seconds(first: int, last: int) -> float:
