@@ -180,6 +180,44 @@ def test_telephone_keeps_the_voice_band_only():
     assert 10 * torch.log10(in_band / above) > 30 and 10 * torch.log10(in_band / below) > 20
 
 
+def test_microphone_response_has_its_cutoffs_and_tilt():
+    x, _ = batch(channels.coloured_noise((1, 4 * SAMPLE_RATE), "white", torch.Generator().manual_seed(0))[0].numpy())
+    x = x.repeat(2, 1)
+    heard = channels.microphone(
+        x, torch.tensor([300.0, 50.0]), torch.tensor([4000.0, 8000.0]), torch.tensor([0.0, 3.0])
+    )
+    assert heard.shape == x.shape
+    frequencies = torch.fft.rfftfreq(x.shape[1], 1 / SAMPLE_RATE)
+
+    def gain_db(row: int, hz: float) -> float:  # the response, measured on white noise over a tenth of an octave
+        near = (frequencies > hz * 0.966) & (frequencies < hz * 1.035)
+        ratio = torch.fft.rfft(heard[row])[near].abs().pow(2).mean() / torch.fft.rfft(x[row])[near].abs().pow(2).mean()
+        return float(10 * torch.log10(ratio))
+
+    assert abs(gain_db(0, 300.0) + 3.0) < 0.5 and abs(gain_db(0, 4000.0) + 3.0) < 0.5  # -3 dB at each cutoff
+    assert gain_db(0, 100.0) < -18.5 and gain_db(0, 7800.0) < -22.5  # 12 and 24 dB an octave beyond them
+    assert abs(gain_db(0, 1200.0)) < 0.5  # flat between
+    assert abs(gain_db(1, 2000.0) - gain_db(1, 1000.0) - 3.0) < 0.5  # +3 dB an octave
+
+
+def test_microphone_response_does_not_wrap_the_end_onto_the_start():
+    voice = np.zeros(SAMPLE_RATE, np.float32)
+    voice[-200:] = 1.0  # a loud end, silence before it
+    heard = channels.microphone(
+        torch.from_numpy(voice)[None], torch.tensor([50.0]), torch.tensor([3000.0]), torch.tensor([0.0])
+    )[0]
+    assert heard[:2000].abs().max() < 1e-4
+
+
+def test_channel_augment_microphone_keeps_length_and_is_off_by_default():
+    recordings = [recording(1.0 + 0.3 * s, seed=s) for s in range(4)]
+    only_mic = ChannelConfig(reverb_prob=0, noise_prob=0, mic_prob=1, telephone_prob=0, codec_prob=0, gain_prob=0)
+    heard = ChannelAugment(only_mic, seed=0)(recordings, torch.Generator().manual_seed(0))
+    assert [len(h) for h in heard] == [len(r) for r in recordings]
+    assert all(not np.allclose(h, r, atol=1e-4) for h, r in zip(heard, recordings))
+    assert ChannelConfig().mic_prob == 0.0  # recipes before it drew the same batches
+
+
 @pytest.mark.parametrize("codec", list(channels.CODECS))
 def test_codecs_keep_length_and_alignment(codec):
     voice = recording()

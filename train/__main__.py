@@ -7,7 +7,7 @@ from ser_model.model import ModelConfig
 from .augment import ChannelConfig
 from .train import PROTOCOLS, TrainConfig, main
 
-CHANNELS = ("reverb", "noise", "hiss", "telephone", "codec", "gain")  # each has a --NAME-prob option
+CHANNELS = ("reverb", "noise", "mic", "hiss", "telephone", "codec", "gain")  # each has a --NAME-prob option
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:

@@ -300,6 +300,13 @@ def _channel_augmentation(channels: ChannelConfig) -> list[str]:
                 f" {channels.snr_curriculum:.0%} of the schedule"
             )
         parts.append(f"noise ({kinds}) at {snr} on {channels.noise_prob:.0%}{curriculum}")
+    if channels.mic_prob:
+        parts.append(
+            f"microphone response (high-pass {channels.mic_highpass_hz[0]:.0f}-{channels.mic_highpass_hz[1]:.0f} Hz,"
+            f" low-pass {channels.mic_lowpass_hz[0] / 1000:.0f}-{channels.mic_lowpass_hz[1] / 1000:.0f} kHz,"
+            f" tilt {channels.mic_tilt_db[0]:+.0f} to {channels.mic_tilt_db[1]:+.0f} dB per octave)"
+            f" on {channels.mic_prob:.0%}"
+        )
     if channels.hiss_prob:
         snr = f"{channels.hiss_snr_db[0]:.0f}-{channels.hiss_snr_db[1]:.0f} dB below the voice"
         parts.append(f"microphone hiss (white) at {snr} on {channels.hiss_prob:.0%}")

@@ -23,6 +23,7 @@ NOISE_EXPONENTS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # noise power falls
 BABBLE_TALKERS = 4  # few enough that single words stand out, as in a classroom
 TELEPHONE_BAND_HZ = (300.0, 3400.0)  # the G.712 voice band
 TELEPHONE_RATE = 8000
+MICROPHONE_GUARD = 4096  # samples: a 50-Hz high-pass rings for a few of its 20-ms periods
 CODECS = {  # soundfile's lowest bitrate for each: about 24 kbit/s MP3 and 12 kbit/s Opus for 16 kHz speech
     "mp3": dict(format="MP3", subtype="MPEG_LAYER_III", bitrate_mode="CONSTANT", compression_level=0.99),
     "opus": dict(format="OGG", subtype="OPUS", compression_level=0.99),
@@ -124,6 +125,21 @@ def telephone(waveform: Tensor) -> Tensor:
     narrow = AF.mu_law_decoding(AF.mu_law_encoding(narrow.clamp(-1.0, 1.0), 256), 256)
     wide = AF.resample(narrow, TELEPHONE_RATE, SAMPLE_RATE)
     return F.pad(wide, (0, max(n - wide.shape[1], 0)))[:, :n]
+
+
+def microphone(waveform: Tensor, highpass_hz: Tensor, lowpass_hz: Tensor, tilt_db_per_octave: Tensor) -> Tensor:
+    """A microphone's frequency response, per recording (B,): a 2nd-order high-pass (a laptop's small capsule
+    loses the lows, the pitch of a male voice among them), a 4th-order low-pass (cheap converters and codecs
+    lose the highs), and a tilt of so many dB per octave about 1 kHz. Zero phase, applied in the frequency domain;
+    each cutoff is where the response is 3 dB down."""
+    n = waveform.shape[1]
+    size = _fast_fft_size(n + MICROPHONE_GUARD)  # the filter's ringing either side wraps into the guard, not the voice
+    frequencies = torch.fft.rfftfreq(size, 1 / SAMPLE_RATE, device=waveform.device).clamp(min=1.0)[None]
+    highpass, lowpass = highpass_hz.to(waveform.device)[:, None], lowpass_hz.to(waveform.device)[:, None]
+    tilt = tilt_db_per_octave.to(waveform.device)[:, None]
+    gain = (1.0 + (highpass / frequencies) ** 4).rsqrt() * (1.0 + (frequencies / lowpass) ** 8).rsqrt()
+    gain = gain * 10.0 ** (tilt * torch.log2(frequencies.clamp(min=20.0) / 1000.0) / 20.0)
+    return torch.fft.irfft(torch.fft.rfft(waveform, size) * gain, size)[:, :n]
 
 
 def gain_and_clip(waveform: Tensor, gain_db: Tensor) -> Tensor:
