@@ -1,11 +1,15 @@
-"""Which part of the spectrum a run's fold models lean on: each fold's model on its own held-out actors, its
-voice filtered or its noise kept to one band, conditions the training never drew.
+"""Why a condition costs what it does: each fold's model of a run on its own held-out actors, under variants of
+the benchmark's conditions that take one cause at a time.
 
-    python scripts/spectrum_diagnostic.py --run experiments/late-cb2-90-s4
+    python scripts/diagnose_conditions.py --run experiments/late-cb2-90-s4 --set spectrum
+    python scripts/diagnose_conditions.py --run experiments/late-cb2-90-s4 --set quiet
 
-A diagnostic, not the benchmark (``train.robustness`` is): brick-wall filters in the frequency domain over the
-whole recording, and pink noise at 5 dB SNR (the benchmark's level) kept to one band, each with seeds of its own.
-Prints each condition's accuracy over the folds asked for, and its drop from clean.
+A diagnostic, not the benchmark (``train.robustness`` is), with seeds of its own. ``spectrum``: which part of
+the spectrum the model leans on (brick-wall filters over the whole recording, and pink noise at the benchmark's
+5 dB SNR kept to one band). ``quiet``: what the voice 40 dB quieter loses, level, rounding or noise (the
+benchmark's condition beside the same voice in floating point, with the recorder's dither before rounding or
+after it, and with independent white noise of the rounding noise's power). Prints each condition's accuracy
+over the folds asked for, and its drop from clean.
 """
 
 from __future__ import annotations
@@ -50,7 +54,21 @@ def pink_noise_in_band(low_hz: float, high_hz: float) -> Callable[[np.ndarray, t
     return degrade
 
 
-CONDITIONS: dict[str, Callable[[np.ndarray, torch.Generator], np.ndarray]] = {
+QUIET_GAIN = 10.0 ** (-40.0 / 20.0)
+STEP = 1 / 32767  # one 16-bit step, as channels.to_16_bit rounds
+
+
+def to_16_bit(samples: np.ndarray) -> np.ndarray:
+    return channels.to_16_bit(torch.from_numpy(samples.astype(np.float32))[None])[0].numpy()
+
+
+def triangular_dither(n: int, generator: torch.Generator) -> np.ndarray:
+    """Triangular (TPDF) dither of one 16-bit step, as a recorder adds it before rounding."""
+    return ((torch.rand(n, generator=generator) - torch.rand(n, generator=generator)) * STEP).numpy()
+
+
+Degrade = Callable[[np.ndarray, torch.Generator], np.ndarray]
+SPECTRUM: dict[str, Degrade] = {
     "clean": lambda x, g: x,
     "low-passed at 3.4 kHz": lambda x, g: keep_band(x, 0, 3400),
     "low-passed at 2 kHz": lambda x, g: keep_band(x, 0, 2000),
@@ -61,11 +79,23 @@ CONDITIONS: dict[str, Callable[[np.ndarray, torch.Generator], np.ndarray]] = {
     "pink noise 5 dB, above 1 kHz only": pink_noise_in_band(1000, NYQUIST),
     "pink noise 5 dB, above 3.4 kHz only": pink_noise_in_band(3400, NYQUIST),
 }
+QUIET: dict[str, Degrade] = {
+    "clean": lambda x, g: x,
+    "-40 dB in floating point": lambda x, g: QUIET_GAIN * x,
+    "-40 dB stored as 16-bit (the benchmark's)": lambda x, g: to_16_bit(QUIET_GAIN * x),
+    "-40 dB, dither before rounding": lambda x, g: to_16_bit(QUIET_GAIN * x + triangular_dither(len(x), g)),
+    "-40 dB, dither after rounding": lambda x, g: to_16_bit(QUIET_GAIN * x) + triangular_dither(len(x), g),
+    "-40 dB, white noise of the rounding's power": lambda x, g: (
+        QUIET_GAIN * x + STEP / np.sqrt(12.0) * torch.randn(len(x), generator=g).numpy()
+    ),
+}
+SETS = {"spectrum": SPECTRUM, "quiet": QUIET}
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True, help="a `python -m train --protocol actors` folder with fold models")
+    parser.add_argument("--set", choices=list(SETS), default="spectrum", help="which conditions")
     parser.add_argument("--folds", type=int, nargs="+", help="1-based; default: every fold with a model")
     parser.add_argument("--data", help="RAVDESS folder (default: the one the run trained on)")
     args = parser.parse_args(argv)
@@ -74,7 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(config.threads)
     clips = parse_ravdess(args.data or config.data)
     recordings = load_recordings(clips, config.cache_dir)
-    hits: dict[str, list[bool]] = {name: [] for name in CONDITIONS}
+    conditions = SETS[args.set]
+    hits: dict[str, list[bool]] = {name: [] for name in conditions}
     for k in args.folds or range(1, 6):
         fold_dir = run / "runs" / f"actors-fold{k}"
         if not (fold_dir / "model").exists():
@@ -82,7 +113,7 @@ def main(argv: list[str] | None = None) -> None:
         test_actors = set(json.loads((fold_dir / "result.json").read_text())["test_actors"])
         recognizer = EmotionRecognizer(EmotionNet.from_pretrained(fold_dir / "model"))
         test_idx = [i for i, c in enumerate(clips) if c.actor in test_actors]
-        for j, (name, degrade) in enumerate(CONDITIONS.items()):
+        for j, (name, degrade) in enumerate(conditions.items()):
             for i in test_idx:
                 generator = torch.Generator().manual_seed(DIAGNOSTIC_SEED + 1000 * j + i)
                 audio = degrade(recordings[i], generator).astype(np.float32)
