@@ -55,7 +55,7 @@ def pink_noise_in_band(low_hz: float, high_hz: float) -> Callable[[np.ndarray, t
 
 
 QUIET_GAIN = 10.0 ** (-40.0 / 20.0)
-STEP = 1 / 32767  # one 16-bit step, as channels.to_16_bit rounds
+STEP = 1 / channels.PCM16_MAX  # one 16-bit step, as channels.to_16_bit rounds
 
 
 def to_16_bit(samples: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ NOISE_EXPONENTS = {"white": 0.0, "pink": 1.0, "brown": 2.0}  # noise power falls
 BABBLE_TALKERS = 4  # few enough that single words stand out, as in a classroom
 TELEPHONE_BAND_HZ = (300.0, 3400.0)  # the G.712 voice band
 TELEPHONE_RATE = 8000
+PCM16_MAX = 32767  # full scale of 16-bit PCM: one rounding step is 1 / PCM16_MAX
 MICROPHONE_GUARD = 4096  # samples: a 50-Hz high-pass rings for a few of its 20-ms periods
 CODECS = {  # soundfile's lowest bitrate for each: about 24 kbit/s MP3 and 12 kbit/s Opus for 16 kHz speech
     "mp3": dict(format="MP3", subtype="MPEG_LAYER_III", bitrate_mode="CONSTANT", compression_level=0.99),
@@ -149,7 +150,7 @@ def gain_and_clip(waveform: Tensor, gain_db: Tensor) -> Tensor:
 
 def to_16_bit(waveform: Tensor) -> Tensor:
     """Rounded to 16-bit PCM steps, as a recorder stores it: a quiet voice's pauses become a few steps or zero."""
-    return torch.round(waveform * 32767) / 32767
+    return torch.round(waveform * PCM16_MAX) / PCM16_MAX
 
 
 def codec(samples: np.ndarray, name: str) -> np.ndarray:
