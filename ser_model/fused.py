@@ -27,6 +27,7 @@ from .model import (
     ModelOutput,
     condition_log_mel,
     log_mean_probability,
+    pool_tokens,
 )
 
 
@@ -155,6 +156,8 @@ class FusedModel(nn.Module):
             for i in range(self.config.n_layers)
         )
         self.norm = GroupedLayerNorm([t.norm for t in transformers])
+        attention_pooling = self.config.attention_pooling
+        self.token_score = GroupedLinear([t.token_score for t in transformers]) if attention_pooling else None
         self.head = GroupedLinear([m.head[1] for m in members])
 
     def classify(self, log_mel: Tensor, return_attention: bool = False) -> ModelOutput:
@@ -182,7 +185,9 @@ class FusedModel(nn.Module):
         for block in self.blocks:
             x, weights = block(x, B, need_weights)
             maps.append(weights)
-        embedding = self.norm(x).view(M, B, T, -1).mean(dim=2)  # (M, B, D)
+        x = self.norm(x)
+        scores = None if self.token_score is None else self.token_score(x).view(M, B, T, 1)
+        embedding = pool_tokens(x.view(M, B, T, -1), scores)  # (M, B, D)
         if not need_weights:
             return embedding, None
         first_member = [weights.view(M, B, *weights.shape[1:])[0] for weights in maps]  # each (B, H, T', T')

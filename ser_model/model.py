@@ -56,6 +56,10 @@ class ModelConfig:
     d_model: int = 64  # the notebook's width; the whole Transformer branch is a small share of the compute
     n_heads: int = 4  # 16-dim heads, each free to track a different cue (onsets, pitch, pauses)
     n_layers: int = 2  # shown in the app as a 2 x 4 grid of maps
+    # How the Transformer's tokens become one embedding: False averages them all alike (as checkpoints trained
+    # before it); True weighs each by a learnt score, softmaxed over the window, so the voice can outweigh the
+    # pauses, the zero padding and noise. The score starts at zero: an untrained pooling is the plain mean.
+    attention_pooling: bool = False
     dropout: float = 0.2
     # Each window's log-mel is floored this many dB below its loudest point (Whisper floors at 80 dB), so how
     # quiet the pauses are (digital zeros, a quiet room, the hiss of a levelled quiet recording) stops mattering.
@@ -270,6 +274,10 @@ class TransformerBranch(nn.Module):
             EncoderBlock(config.d_model, config.n_heads, config.dropout) for _ in range(config.n_layers)
         )
         self.norm = nn.LayerNorm(config.d_model)
+        self.token_score = nn.Linear(config.d_model, 1) if config.attention_pooling else None
+        if self.token_score is not None:
+            nn.init.zeros_(self.token_score.weight)
+            nn.init.zeros_(self.token_score.bias)
         self.n_out = config.d_model
 
     def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -279,8 +287,16 @@ class TransformerBranch(nn.Module):
         for block in self.blocks:
             x, weights = block(x, need_weights)
             maps.append(weights)
-        embedding = self.norm(x).mean(dim=1)  # (B, D)
+        x = self.norm(x)
+        embedding = pool_tokens(x, None if self.token_score is None else self.token_score(x))  # (B, D)
         return embedding, torch.stack(maps, dim=1) if need_weights else None
+
+
+def pool_tokens(tokens: Tensor, scores: Tensor | None) -> Tensor:
+    """Tokens (..., T, D) -> (..., D): their mean, or with ``scores`` (..., T, 1) their softmax-weighted mean."""
+    if scores is None:
+        return tokens.mean(dim=-2)
+    return (torch.softmax(scores, dim=-2) * tokens).sum(dim=-2)
 
 
 class EmotionNet(nn.Module, PyTorchModelHubMixin, **HUB_METADATA):

@@ -21,6 +21,7 @@ from ser_model.model import (
     MaskDropout,
     mask_dropout,
     per_channel_energy_normalization,
+    pool_tokens,
     subtract_band_means,
     subtract_noise_floor,
 )
@@ -28,7 +29,14 @@ from ser_model.model import (
 
 @pytest.mark.parametrize("batch", [1, 3])
 @pytest.mark.parametrize(
-    "overrides", [{}, {"n_layers": 3, "n_heads": 2}, {"cnn_kernel_sizes": [3, 3], "n_mels": 40}, {"pcen": True}]
+    "overrides",
+    [
+        {},
+        {"n_layers": 3, "n_heads": 2},
+        {"cnn_kernel_sizes": [3, 3], "n_mels": 40},
+        {"pcen": True},
+        {"attention_pooling": True},
+    ],
 )
 def test_forward_shapes(batch, overrides):
     config = ModelConfig(**overrides)
@@ -85,7 +93,10 @@ def test_attention_in_training_is_the_same_function_on_either_path():
     torch.testing.assert_close(model.classify(log_mel).logits, sdpa, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("overrides", [{}, {"n_layers": 3, "dynamic_range_db": 80.0, "normalize_bands": True}])
+@pytest.mark.parametrize(
+    "overrides",
+    [{}, {"n_layers": 3, "dynamic_range_db": 80.0, "normalize_bands": True}, {"attention_pooling": True}],
+)
 def test_the_fused_copy_keeps_outputs_and_leaves_the_model_as_it_was(overrides):
     torch.manual_seed(1)
     members = [EmotionNet(ModelConfig(**overrides)) for _ in range(3)]
@@ -97,6 +108,8 @@ def test_the_fused_copy_keeps_outputs_and_leaves_the_model_as_it_was(overrides):
                 torch.nn.init.uniform_(norm.weight, 0.5, 2)
         member.input_norm.running_mean.fill_(-40.0)
         member.input_norm.running_var.fill_(400.0)
+        if member.transformer.token_score is not None:  # trained-looking scores, so the tokens weigh differently
+            torch.nn.init.normal_(member.transformer.token_score.weight)
     for model in [members[0].eval(), EmotionEnsemble.from_members(members[:2]), EmotionEnsemble.from_members(members)]:
         state = {k: v.clone() for k, v in model.state_dict().items()}
         fused = fuse(model)
@@ -127,6 +140,22 @@ def test_attention_rows_sum_to_one_and_do_not_change_the_logits(random_model):
     torch.testing.assert_close(with_maps.logits, plain.logits, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(with_maps.attentions.sum(-1), torch.ones(with_maps.attentions.shape[:-1]))
     assert (with_maps.attentions >= 0).all()
+
+
+def test_attention_pooling_starts_as_the_mean_and_learns_to_weigh_tokens():
+    torch.manual_seed(0)
+    tokens = torch.randn(2, 75, 64)
+    fresh_score = EmotionNet(ModelConfig(attention_pooling=True, d_model=64)).transformer.token_score
+    torch.testing.assert_close(pool_tokens(tokens, fresh_score(tokens)), tokens.mean(dim=1))
+    # A score that singles out some tokens: the pooling is theirs alone, whatever the rest of the window holds.
+    scores = torch.full((2, 75, 1), -1e4)
+    scores[:, 10:20] = 0.0
+    noisy = tokens.clone()
+    noisy[:, 20:] = torch.randn(2, 55, 64) * 10
+    torch.testing.assert_close(pool_tokens(noisy, scores), tokens[:, 10:20].mean(dim=1))
+    model = EmotionNet(ModelConfig(attention_pooling=True)).train()
+    model(torch.randn(2, model.config.n_samples)).logits.sum().backward()
+    assert model.transformer.token_score.weight.grad.abs().sum() > 0
 
 
 def test_attention_is_trainable_path_too():
