@@ -52,7 +52,7 @@ Log-mel spectrogram ({{ n_mels }} bands, 25 ms windows, 10 ms hop) computed insi
 BatchNorm, then three parallel branches fused by concatenation into a linear classifier:
 two CNN branches ({{ cnn_desc }}) read the spectrogram as an image; a {{ n_layers }}-layer pre-norm
 Transformer encoder (d_model {{ d_model }}, {{ n_heads }} heads) reads it as {{ n_tokens }} tokens of
-{{ token_ms }} ms and exposes its attention maps. Input windows are {{ clip_seconds }} s; longer audio is
+{{ token_ms }} ms, pools them by {{ token_pooling }} and exposes its attention maps. Input windows are {{ clip_seconds }} s; longer audio is
 scored in back-to-back
 windows and averaged. Leading and trailing non-speech is trimmed and the voice
 levelled to -20 dBFS before the model, so microphone level and room noise at the edges do not matter.
@@ -184,6 +184,7 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet | Em
         n_heads=m.n_heads,
         n_tokens=m.n_tokens,
         token_ms=10 * m.time_pool,
+        token_pooling="a learnt weight per token" if m.attention_pooling else "their mean",
         clip_seconds=m.clip_seconds,
         n_clips=results.get("n_clips", "?"),
         n_actors=results.get("n_actors", "?"),
