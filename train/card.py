@@ -52,10 +52,10 @@ Log-mel spectrogram ({{ n_mels }} bands, 25 ms windows, 10 ms hop) computed insi
 BatchNorm, then three parallel branches fused by concatenation into a linear classifier:
 two CNN branches ({{ cnn_desc }}) read the spectrogram as an image; a {{ n_layers }}-layer pre-norm
 Transformer encoder (d_model {{ d_model }}, {{ n_heads }} heads) reads it as {{ n_tokens }} tokens of
-{{ token_ms }} ms, pools them by {{ token_pooling }} and exposes its attention maps. Input windows are {{ clip_seconds }} s; longer audio is
-scored in back-to-back
-windows and averaged. Leading and trailing non-speech is trimmed and the voice
-levelled to -20 dBFS before the model, so microphone level and room noise at the edges do not matter.
+{{ token_ms }} ms, pools them by {{ token_pooling }} and exposes its attention maps. Input windows are
+{{ clip_seconds }} s; longer audio is scored in back-to-back windows and averaged. Leading and trailing
+non-speech is trimmed and the voice levelled to -20 dBFS before the model, so microphone level and room noise
+at the edges do not matter.
 After "Parallel is All You Want" (2020), which reported 80.44% on a random split whose test set
 shared speakers with training and included noisy copies of test clips.
 
