@@ -115,11 +115,17 @@ def prepare_speech(samples: np.ndarray, activity: tuple[np.ndarray, np.ndarray] 
         If the audio is digital silence, a steady sound with no voice above it, or holds less than
         :data:`MIN_SPEECH_SECONDS` of voice. How loud the voice is does not matter.
     """
+    span, gain = speech_span(samples, activity)
+    return (samples[span] * gain).astype(np.float32)
+
+
+def speech_span(samples: np.ndarray, activity: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[slice, float]:
+    """Where :func:`prepare_speech` cuts ``samples``, and the gain that levels what it keeps. Raises as it does."""
     frame_db, voiced = activity if activity is not None else voice_activity(samples)
     first, last = np.flatnonzero(voiced)[[0, -1]]
     if _seconds(first, last) < MIN_SPEECH_SECONDS:
         raise AudioError(_too_short_message(_seconds(first, last)))
-    return _cut_and_level(samples, frame_db, voiced, first, last)
+    return _span_and_gain(samples, frame_db, voiced, first, last)
 
 
 def split_utterances(
@@ -138,10 +144,9 @@ def split_utterances(
         raise AudioError(_too_short_message(max(_seconds(r[0], r[-1]) for r in _voiced_runs(voiced))))
     utterances = []
     for run in long_enough:
-        start, stop = _span(run[0], run[-1], len(samples))
-        utterances.append(
-            (start / SAMPLE_RATE, stop / SAMPLE_RATE, _cut_and_level(samples, frame_db, voiced, run[0], run[-1]))
-        )
+        span, gain = _span_and_gain(samples, frame_db, voiced, run[0], run[-1])
+        speech = (samples[span] * gain).astype(np.float32)
+        utterances.append((span.start / SAMPLE_RATE, span.stop / SAMPLE_RATE, speech))
     return utterances
 
 
@@ -197,12 +202,13 @@ def _span(first: int, last: int, n_samples: int) -> tuple[int, int]:
     return max(first * HOP_LENGTH - margin, 0), min((last + 1) * HOP_LENGTH + N_FFT + margin, n_samples)
 
 
-def _cut_and_level(samples: np.ndarray, frame_db: np.ndarray, voiced: np.ndarray, first: int, last: int) -> np.ndarray:
+def _span_and_gain(
+    samples: np.ndarray, frame_db: np.ndarray, voiced: np.ndarray, first: int, last: int
+) -> tuple[slice, float]:
     start, stop = _span(first, last, len(samples))
     # Level from the voiced frames only, so pauses and leftover noise do not set the gain.
     voiced_power = np.mean(10.0 ** (frame_db[first : last + 1][voiced[first : last + 1]] / 10.0))
-    gain = 10.0 ** (TARGET_DBFS / 20.0) / math.sqrt(voiced_power)
-    return (samples[start:stop] * gain).astype(np.float32)
+    return slice(start, stop), 10.0 ** (TARGET_DBFS / 20.0) / math.sqrt(voiced_power)
 
 
 def pad_or_trim(samples: np.ndarray | torch.Tensor, length: int = N_SAMPLES, *, center: bool = True):

@@ -105,6 +105,7 @@ class ModelConfig:
 class ModelOutput:
     logits: Tensor  # (B, n_classes)
     attentions: Tensor | None = None  # (B, n_layers, n_heads, n_tokens, n_tokens), rows sum to 1
+    tokens: Tensor | None = None  # (B, n_tokens, d_model): the Transformer's last layer, before pooling
 
 
 class LogMel(nn.Module):
@@ -263,7 +264,7 @@ class EncoderBlock(nn.Module):
 
 
 class TransformerBranch(nn.Module):
-    """Log-mel (B, F, T) -> embedding (B, d_model), attention (B, L, H, T', T') or None."""
+    """Log-mel (B, F, T) -> embedding (B, d_model), its tokens (B, T', d_model), attention (B, L, H, T', T') or None."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -281,7 +282,7 @@ class TransformerBranch(nn.Module):
             nn.init.zeros_(self.token_score.bias)
         self.n_out = config.d_model
 
-    def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+    def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor, Tensor | None]:
         x = self.pool(x).transpose(1, 2)  # (B, T', F)
         x = self.embed(x) + self.position  # (B, T', D)
         maps = []
@@ -290,7 +291,7 @@ class TransformerBranch(nn.Module):
             maps.append(weights)
         x = self.norm(x)
         embedding = pool_tokens(x, None if self.token_score is None else self.token_score(x))  # (B, D)
-        return embedding, torch.stack(maps, dim=1) if need_weights else None
+        return embedding, x, torch.stack(maps, dim=1) if need_weights else None
 
 
 def pool_tokens(tokens: Tensor, scores: Tensor | None) -> Tensor:
@@ -328,9 +329,9 @@ class EmotionNet(nn.Module, PyTorchModelHubMixin, **HUB_METADATA):
         """log_mel: (B, n_mels, n_frames) in dB, as :class:`LogMel` gives it (and as training augments it)."""
         x = self.input_norm(condition_log_mel(log_mel, self.config))  # (B, F, T)
         embeddings = [cnn(x.unsqueeze(1)) for cnn in self.cnns]  # each (B, 2C)
-        temporal, attentions = self.transformer(x, return_attention)  # (B, D), (B, L, H, T', T')
+        temporal, tokens, attentions = self.transformer(x, return_attention)  # (B, D), (B, T', D), (B, L, H, T', T')
         logits = self.head(torch.cat([*embeddings, temporal], dim=1))  # (B, n_classes)
-        return ModelOutput(logits=logits, attentions=attentions)
+        return ModelOutput(logits=logits, attentions=attentions, tokens=tokens)
 
     @property
     def n_params(self) -> int:

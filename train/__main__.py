@@ -86,6 +86,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         dest="consistency_weight",
         help="weight of the clean/degraded consistency loss; 0 = off",
     )
+    parser.add_argument(
+        "--denoise",
+        type=float,
+        default=defaults.denoise_weight,
+        dest="denoise_weight",
+        help="weight of the training-only decoder's clean log-mel loss (train/denoise.py); 0 = off",
+    )
     distill = parser.add_argument_group("distillation (train/distill.py)")
     distill.add_argument(
         "--teachers",

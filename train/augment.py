@@ -9,7 +9,7 @@ import torch
 import torchaudio.functional as AF
 from torch import Tensor
 
-from ser_model.audio import SAMPLE_RATE, AudioError, prepare_speech
+from ser_model.audio import SAMPLE_RATE, AudioError, prepare_speech, speech_span
 
 from . import channels
 
@@ -149,6 +149,23 @@ def prepare_batch(degraded: list[np.ndarray], clean: list[np.ndarray]) -> list[n
         except AudioError:
             speech.append(prepare_speech(original))
     return speech
+
+
+def prepare_batch_with_clean(
+    degraded: list[np.ndarray], clean: list[np.ndarray]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """:func:`prepare_batch`'s speech, and beside each clip its clean recording cut at the same samples and levelled
+    on its own voice: sample for sample, the voice the model should still hear in what it is given."""
+    speech, clean_speech = [], []
+    for noisy, original in zip(degraded, clean):
+        clean_span, clean_gain = speech_span(original)
+        try:
+            span, gain = speech_span(noisy)
+        except AudioError:  # as prepare_batch: a drowned voice is trained on clean
+            noisy, span, gain = original, clean_span, clean_gain
+        speech.append((noisy[span] * gain).astype(np.float32))
+        clean_speech.append((original[span] * clean_gain).astype(np.float32))
+    return speech, clean_speech
 
 
 def _uniform(n: int, bounds: tuple[float, float], generator: torch.Generator) -> Tensor:

@@ -40,11 +40,13 @@ from .augment import (
     mixup,
     place_in_window,
     prepare_batch,
+    prepare_batch_with_clean,
     spec_augment,
     warp_frequencies,
 )
 from .channels import CODECS
 from .data import Clip, actor_folds, load_recordings, parse_ravdess, random_split, validation_actors, write_table
+from .denoise import CleanSpeechDecoder, denoising_loss
 from .distill import distillation_loss, ensemble_probabilities, load_teachers
 from .metrics import classification_metrics, plot_confusion, plot_curves
 from .robustness import score_conditions, summarize_conditions
@@ -59,6 +61,7 @@ RESUME_MUST_MATCH = (
     "distill_weight",
     "distill_temperature",
     "teachers_hear_clean",
+    "denoise_weight",
 )
 
 
@@ -118,6 +121,10 @@ class TrainConfig:
     # True: the teachers hear each clip's clean recording while the student hears it degraded, so the student
     # learns to give from a degraded voice the verdict the ensemble gives the clean one.
     teachers_hear_clean: bool = False
+    # > 0: a decoder that lives only in training (train/denoise.py) reads the Transformer branch's tokens and
+    # predicts the clean recording's log-mel at the same place; its L1 error (in 10-dB units) is added with this
+    # weight, so the branch must hold the voice apart from the noise over it. The shipped model is unchanged.
+    denoise_weight: float = 0.0
     # machinery
     seed: int = 0
     threads: int = 2
@@ -192,14 +199,17 @@ def ema_update(decay: float):
 
 
 class LogMelClassifier(torch.nn.Module):
-    """EmotionNet.classify as a module's forward, so DDP can hook it while augmentation runs on the log-mel."""
+    """EmotionNet.classify as a module's forward, so DDP can hook it while augmentation runs on the log-mel: the
+    logits, and with a ``decoder`` (the denoising objective) the clean log-mel it reads in the Transformer's tokens."""
 
-    def __init__(self, net: EmotionNet):
+    def __init__(self, net: EmotionNet, decoder: CleanSpeechDecoder | None = None):
         super().__init__()
         self.net = net
+        self.decoder = decoder
 
-    def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
-        return self.net.classify(log_mel).logits
+    def forward(self, log_mel: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        output = self.net.classify(log_mel)
+        return output.logits, None if self.decoder is None else self.decoder(output.tokens)
 
 
 def training_batches(
@@ -212,9 +222,11 @@ def training_batches(
     epoch: int,
     n_samples: int,
     clean_views: list[list[np.ndarray]] | None = None,
+    aligned_clean: bool = False,
 ) -> Iterator[tuple[torch.Tensor, np.ndarray, torch.Tensor | None]]:
     """One epoch's batches in a seeded order: (waveforms (B, n_samples), their example indices, and their clean
-    views (B, n_samples) if ``clean_views`` is given).
+    views (B, n_samples) if ``clean_views`` is given, or with ``aligned_clean`` each clip's clean recording cut
+    and placed where its degraded one is).
 
     ``variants[v][i]`` is recording ``i`` at speed variant ``v`` and ``codec_copies[c][i]`` its copy through
     codec ``c``; each example draws one of them. The recording is degraded by ``augment`` and then trimmed and
@@ -237,9 +249,14 @@ def training_batches(
             rng.integers(0, len(variants), len(batch)),
         )
         recordings = [sources[v][i] for v, i in zip(source, batch)]
-        speech = prepare_batch(augment(recordings, generator, (epoch + step / steps) / config.epochs), recordings)
-        waveform = place_in_window(speech, n_samples, rng if config.time_shift else None)
+        degraded = augment(recordings, generator, (epoch + step / steps) / config.epochs)
         clean = None
+        if aligned_clean:
+            speech, clean_speech = prepare_batch_with_clean(degraded, recordings)
+            clean = place_in_window(clean_speech, n_samples, None)
+        else:
+            speech = prepare_batch(degraded, recordings)
+        waveform = place_in_window(speech, n_samples, rng if config.time_shift else None)
         if clean_views is not None:
             clean = place_in_window([clean_views[v][i] for v, i in zip(source, batch)], n_samples, None)
         yield waveform, batch, clean
@@ -289,6 +306,7 @@ def train_one_epoch(
         epoch=epoch,
         n_samples=model.config.n_samples,
         clean_views=clean_views,
+        aligned_clean=config.denoise_weight > 0,
     )
     model.train()
     total = 0.0
@@ -309,7 +327,7 @@ def train_one_epoch(
             log_mel = spec_augment(log_mel, n_freq_masks=2, max_freq=8, n_time_masks=2, max_time=25)
         if config.mixup_alpha > 0:
             log_mel, targets_a, targets_b, weight = mixup(log_mel, targets, config.mixup_alpha)
-        logits = classifier(log_mel)
+        logits, denoised = classifier(log_mel)
         if config.mixup_alpha > 0:
             loss = weight * F.cross_entropy(logits, targets_a, label_smoothing=config.label_smoothing) + (
                 1 - weight
@@ -324,6 +342,9 @@ def train_one_epoch(
             )
         else:
             loss = F.cross_entropy(logits, targets, label_smoothing=config.label_smoothing)
+        if denoised is not None:
+            clean_log_mel = model.frontend(clean.to(device))
+            loss = loss + config.denoise_weight * denoising_loss(denoised, clean_log_mel, model.config.time_pool)
         if teachers:
             heard = model.frontend(clean.to(device)) if config.teachers_hear_clean else log_mel
             taught = ensemble_probabilities(teachers, heard, config.distill_temperature)
@@ -370,7 +391,8 @@ def fit(
         # The convolutions' activations are channels-last on the CPU (ConvBranch); weights in the same layout spare
         # oneDNN a reorder of every kernel in every step, forward and backward (5-9% of a step, docs/experiments.md).
         model = model.to(memory_format=torch.channels_last)
-    optimizer = configure_optimizer(model, config)
+    decoder = CleanSpeechDecoder(config.model).to(device) if config.denoise_weight > 0 else None
+    optimizer = configure_optimizer(model if decoder is None else torch.nn.ModuleList([model, decoder]), config)
     ema = None
     if config.ema_decay > 0:
         ema = AveragedModel(model, multi_avg_fn=ema_update(config.ema_decay), use_buffers=True)
@@ -380,15 +402,17 @@ def fit(
     checkpoint_file = run_dir / "last.pt"
     if config.resume and checkpoint_file.is_file():
         checkpoint = torch.load(checkpoint_file, map_location=device, weights_only=True)
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if (ema is None) != (checkpoint.get("ema") is None):
-            raise ValueError(f"{checkpoint_file} was trained with a different --ema-decay setting; resume it with that")
-        if ema is not None:
-            ema.load_state_dict(checkpoint["ema"])
         begun = json.loads(checkpoint["config"])
         if changed := [k for k in RESUME_MUST_MATCH if begun.get(k, getattr(config, k)) != getattr(config, k)]:
             raise ValueError(f"{checkpoint_file} was trained with another {', '.join(changed)}; resume it with that")
+        if (ema is None) != (checkpoint.get("ema") is None):
+            raise ValueError(f"{checkpoint_file} was trained with a different --ema-decay setting; resume it with that")
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(checkpoint["ema"])
+        if decoder is not None:
+            decoder.load_state_dict(checkpoint["decoder"])
         start_epoch, history = checkpoint["epoch"], json.loads(checkpoint["history"])
         best_state, best_ua, stale = checkpoint["best_model"], checkpoint["best_ua"], checkpoint["stale"]
         _log(f"resuming {run_dir.name} after epoch {start_epoch}")
@@ -411,11 +435,16 @@ def fit(
             for factor, recordings in zip(config.speed_factors, train_variants)
         ]
         clean_views += [unsped] * len(train_codec_copies)  # codecs copy the unsped clip
+    if decoder is not None and (clean_views or config.mixup_alpha > 0 or config.time_shift or config.vtlp_range):
+        raise ValueError(
+            "The denoising objective needs each window's clean recording where its degraded one lies: it excludes "
+            "the consistency loss, clean teachers, mixup, time shift and VTLP."
+        )
     fit_actors = {corpus.clips[i].actor for i in fit_idx}
     teachers = load_teachers(config.teachers, run_dir.name, fit_actors, config.model, device) if config.teachers else []
     if teachers:
         _log(f"{run_dir.name}: distilling from {len(teachers)} teachers ({', '.join(config.teachers)})")
-    classifier = LogMelClassifier(model)
+    classifier = LogMelClassifier(model, decoder)
     if world > 1:
         classifier = DistributedDataParallel(classifier)
 
@@ -465,6 +494,7 @@ def fit(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "ema": ema.state_dict() if ema is not None else None,
+                "decoder": decoder.state_dict() if decoder is not None else None,
                 "epoch": epoch + 1,
                 "history": json.dumps(history),
                 "best_model": best_state,
