@@ -117,3 +117,11 @@ def test_denoising_objective_trains_a_decoder_on_aligned_clean_audio_and_ships_w
     assert len(history) == 2  # the first epoch reloaded, with its decoder, and one more trained
     with pytest.raises(ValueError, match="denoising objective"):
         fit(replace(config, consistency_weight=1.0), corpus, fit_idx, val_idx, tmp_path / "both")
+
+
+def test_the_model_card_names_the_clean_speech_loss(tmp_path):
+    from train.card import _auxiliary_losses
+
+    assert _auxiliary_losses(tiny_config(tmp_path)) == ""
+    named = _auxiliary_losses(tiny_config(tmp_path, denoise_weight=0.5))
+    assert "clean-speech loss (weight 0.5)" in named and "not shipped" in named

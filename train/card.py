@@ -66,8 +66,8 @@ shared speakers with training and included noisy copies of test clips.
   ({{ clips_per_second }} clips/s).
 - Augmentation (training only): {{ augmentation }}.
 - Optimiser: AdamW (lr {{ lr }}, weight decay {{ weight_decay }} on weight matrices), warm-up then cosine
-  decay, label smoothing {{ label_smoothing }}, batch {{ batch_size }}, up to {{ epochs }} epochs, {{ seed }};
-  {{ weight_average }}.
+  decay, label smoothing {{ label_smoothing }}{{ auxiliary_losses }}, batch {{ batch_size }}, up to {{ epochs }}
+  epochs, {{ seed }}; {{ weight_average }}.
 - Reproduce: {{ reproduce }}
 
 ## Intended use and limits
@@ -196,6 +196,7 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet | Em
         lr=config.lr,
         weight_decay=config.weight_decay,
         label_smoothing=config.label_smoothing,
+        auxiliary_losses=_auxiliary_losses(config),
         batch_size=config.batch_size,
         epochs=config.epochs,
         seed=_names(members),
@@ -266,6 +267,21 @@ def _kept_weights(config, early_stopping: set[bool]) -> str:
     if early_stopping == {False}:
         return "the weights shipped are the last epoch's own"
     return "the weights shipped are each model's best epoch's own (the last epoch's, without early stopping)"
+
+
+def _auxiliary_losses(config) -> str:
+    """What the training loss adds to cross-entropy, in words; empty when nothing."""
+    losses = []
+    if config.denoise_weight:
+        losses.append(
+            f"a clean-speech loss (weight {config.denoise_weight}): a decoder used in training only predicts the "
+            "clean recording's log-mel from the Transformer's tokens, and is not shipped"
+        )
+    if config.consistency_weight:
+        losses.append(f"a clean/degraded consistency loss (weight {config.consistency_weight})")
+    if config.teachers:
+        losses.append(f"distillation from {len(config.teachers)} teacher runs (weight {config.distill_weight})")
+    return "".join(f"; plus {loss}" for loss in losses)
 
 
 def _reproduce(results: dict) -> str:
