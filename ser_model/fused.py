@@ -25,6 +25,7 @@ from .model import (
     EncoderBlock,
     ModelConfig,
     ModelOutput,
+    band_snr,
     condition_log_mel,
     log_mean_probability,
     pool_tokens,
@@ -57,7 +58,7 @@ class GroupedLayerNorm(nn.Module):
 
 
 class GroupedConvBranch(nn.Module):
-    """M members' ConvBranch of one kernel size, batch norms folded in: (B, M, F, T) -> (M, B, 2C)."""
+    """M members' ConvBranch of one kernel size, batch norms folded in: (B, M * n_inputs, F, T) -> (M, B, 2C)."""
 
     def __init__(self, branches: list[ConvBranch]):
         super().__init__()
@@ -163,8 +164,10 @@ class FusedModel(nn.Module):
     def classify(self, log_mel: Tensor, return_attention: bool = False) -> ModelOutput:
         """As :meth:`EmotionNet.classify`; for an ensemble, the log of the mean probability and the first
         member's attention maps, as :meth:`EmotionEnsemble.classify`."""
-        log_mel = condition_log_mel(log_mel, self.config)
-        x = torch.addcmul(self.input_shift, log_mel[:, None], self.input_scale)  # (B, M, F, T)
+        x = torch.addcmul(self.input_shift, condition_log_mel(log_mel, self.config)[:, None], self.input_scale)
+        if self.config.band_snr_quantile is not None:  # each member's log-mel beside the height above the floor
+            snr = band_snr(log_mel, self.config.band_snr_quantile)[:, None].expand_as(x)
+            x = torch.stack([x, snr], dim=2).flatten(1, 2)  # (B, M * 2, F, T): member m owns channels 2m, 2m + 1
         embeddings = [cnn(x) for cnn in self.cnns]  # each (M, B, 2C)
         temporal, attentions = self._transformer(x, return_attention)  # (M, B, D), (B, L, H, T', T')
         logits = self.head(torch.cat([*embeddings, temporal], dim=2))  # (M, B, n_classes)
@@ -176,7 +179,9 @@ class FusedModel(nn.Module):
         return self.classify(self.frontend(waveform), return_attention)
 
     def _transformer(self, x: Tensor, need_weights: bool) -> tuple[Tensor, Tensor | None]:
-        B, M, n_mels, n_frames = x.shape
+        B, M = x.shape[0], len(self.position)
+        x = x.view(B, M, -1, x.shape[-1])  # each member's images stacked along the bands, as the model's
+        n_mels, n_frames = x.shape[2:]
         tokens = F.max_pool1d(x.view(B * M, n_mels, n_frames), self.time_pool)  # (B * M, F, T')
         T = tokens.shape[-1]
         tokens = tokens.view(B, M, n_mels, T).permute(1, 0, 3, 2)  # (M, B, T', F)

@@ -24,6 +24,8 @@ from .audio import CLIP_SECONDS, HOP_LENGTH, N_FFT, SAMPLE_RATE
 EMOTIONS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
 LOG_FLOOR_DB = -100.0  # the log-mel of digital silence: power is floored at 1e-10 before the log
 NOISE_CUT_DB = 20.0  # spectral subtraction lowers a band by at most this much, so no frame falls to -inf
+BAND_SNR_UNIT_DB = 20.0  # a band's height above its noise floor is read in 20-dB units: 0-3 for speech, like the
+# standardised log-mel beside it
 # Per-channel energy normalisation, with the fixed parameters of Wang et al. (2017) at 10-ms frames: each band's
 # gain follows its last ~0.4 s (smoothing 0.025 a frame), divides its power almost fully (alpha 0.98), and the
 # result is compressed by a square root above an offset (delta 2) that keeps quiet frames from being amplified.
@@ -80,6 +82,12 @@ class ModelConfig:
     # frontend (and what the app shows) stays the log-mel. False keeps the dB scale, as checkpoints trained before it;
     # True scored 46.7% on fold 1 against 57.5-60.4% for four seeds without it (docs/experiments.md).
     pcen: bool = False
+    # Noise-aware input: each branch reads, beside the log-mel, every value's height above its band's noise floor
+    # (the band's quantile over the window's sounding frames, e.g. 0.1: its pauses), as a second image channel
+    # and as more features per token. A CNN sees a few frames at a time and cannot tell a band's noise floor,
+    # so it cannot tell a voice from noise as loud; this tells it, and removes nothing (spectral subtraction
+    # removed the floor and lost 7 points clean). None reads the log-mel alone, as checkpoints trained before it.
+    band_snr_quantile: float | None = None
     # Calibration, fitted on unseen speakers by train.calibrate: logits are divided by the temperature, and a
     # verdict below `not_sure_below` is shown as "not sure". The defaults leave the model as trained.
     temperature: float = 1.0
@@ -99,6 +107,11 @@ class ModelConfig:
     @property
     def n_tokens(self) -> int:
         return self.n_frames // self.time_pool
+
+    @property
+    def n_inputs(self) -> int:
+        """Images each branch reads: the log-mel, and its height above the noise floor when that is on."""
+        return 1 if self.band_snr_quantile is None else 2
 
 
 @dataclass
@@ -135,12 +148,25 @@ def subtract_band_means(log_mel: Tensor) -> Tensor:
     return torch.where(sounding, log_mel - means, log_mel)
 
 
+def band_noise_floor(log_mel: Tensor, quantile: float) -> tuple[Tensor, Tensor]:
+    """(B, F, T) dB -> each band's noise floor, its ``quantile`` over the sounding frames (B, F, 1), and which
+    frames sound (B, 1, T): the zero padding does not."""
+    sounding = log_mel.amax(dim=1, keepdim=True) > LOG_FLOOR_DB + 1.0
+    floor = torch.nanquantile(log_mel.masked_fill(~sounding, math.nan), quantile, dim=2, keepdim=True)
+    return floor.nan_to_num(LOG_FLOOR_DB), sounding  # a window with no sounding frame has no floor
+
+
+def band_snr(log_mel: Tensor, quantile: float) -> Tensor:
+    """(B, F, T) dB -> each value's height above its band's noise floor (:func:`band_noise_floor`), in units of
+    :data:`BAND_SNR_UNIT_DB`; zero on the padding."""
+    floor, sounding = band_noise_floor(log_mel, quantile)
+    return torch.where(sounding, (log_mel - floor) / BAND_SNR_UNIT_DB, 0.0)
+
+
 def subtract_noise_floor(log_mel: Tensor, quantile: float) -> Tensor:
     """(B, F, T) dB with each band's noise floor (its ``quantile`` over the sounding frames) subtracted in power,
     each value lowered by at most ``NOISE_CUT_DB``; the zero padding stays as it is."""
-    sounding = log_mel.amax(dim=1, keepdim=True) > LOG_FLOOR_DB + 1.0  # (B, 1, T)
-    floor = torch.nanquantile(log_mel.masked_fill(~sounding, math.nan), quantile, dim=2, keepdim=True)
-    floor = floor.nan_to_num(LOG_FLOOR_DB)  # a window with no sounding frame has no floor to remove
+    floor, sounding = band_noise_floor(log_mel, quantile)
     power = torch.pow(10.0, log_mel / 10.0)
     cleaned = torch.maximum(power - torch.pow(10.0, floor / 10.0), power * 10.0 ** (-NOISE_CUT_DB / 10.0))
     return torch.where(sounding, 10.0 * torch.log10(cleaned), log_mel)
@@ -189,11 +215,11 @@ class MaskDropout(nn.Dropout):
 
 
 class ConvBranch(nn.Module):
-    """Log-mel image (B, 1, F, T) -> embedding (B, 2 * channels[-1]) by mean and max pooling."""
+    """Log-mel image (B, n_inputs, F, T) -> embedding (B, 2 * channels[-1]) by mean and max pooling."""
 
-    def __init__(self, channels: list[int], kernel_size: int, input_pool: int, dropout: float):
+    def __init__(self, channels: list[int], kernel_size: int, input_pool: int, dropout: float, n_inputs: int = 1):
         super().__init__()
-        blocks, n_in = [nn.AvgPool2d(input_pool)], 1
+        blocks, n_in = [nn.AvgPool2d(input_pool)], n_inputs
         for n_out in channels:
             blocks += [
                 nn.Conv2d(n_in, n_out, kernel_size, padding=kernel_size // 2, bias=False),
@@ -208,8 +234,8 @@ class ConvBranch(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         # On the CPU, channels-last activations make batch-1 convolutions and max pooling several times faster
-        # (the whole model 10-15%; measured on the CPU only, so GPUs keep the default). A one-channel image has
-        # no layout to carry, so the first convolution's output takes it.
+        # (the whole model 10-15%; measured on the CPU only, so GPUs keep the default). A one- or two-channel image
+        # has little layout to carry, so the first convolution's output takes it.
         input_pool, first_conv, *layers = self.blocks
         x = first_conv(input_pool(x))
         if x.device.type == "cpu":
@@ -264,12 +290,12 @@ class EncoderBlock(nn.Module):
 
 
 class TransformerBranch(nn.Module):
-    """Log-mel (B, F, T) -> embedding (B, d_model), its tokens (B, T', d_model), attention (B, L, H, T', T') or None."""
+    """Log-mel (B, n_inputs * F, T) -> embedding (B, d_model), its tokens (B, T', d_model), attention or None."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.pool = nn.MaxPool1d(config.time_pool)
-        self.embed = nn.Linear(config.n_mels, config.d_model)
+        self.embed = nn.Linear(config.n_inputs * config.n_mels, config.d_model)
         self.position = nn.Parameter(torch.zeros(1, config.n_tokens, config.d_model))
         nn.init.normal_(self.position, std=0.02)
         self.blocks = nn.ModuleList(
@@ -315,7 +341,8 @@ class EmotionNet(nn.Module, PyTorchModelHubMixin, **HUB_METADATA):
         self.frontend = LogMel(config.n_mels)
         self.input_norm = nn.BatchNorm1d(config.n_mels)  # per-band standardisation, learnt from data
         self.cnns = nn.ModuleList(
-            ConvBranch(config.cnn_channels, k, config.cnn_input_pool, config.dropout) for k in config.cnn_kernel_sizes
+            ConvBranch(config.cnn_channels, k, config.cnn_input_pool, config.dropout, config.n_inputs)
+            for k in config.cnn_kernel_sizes
         )
         self.transformer = TransformerBranch(config)
         n_fused = sum(cnn.n_out for cnn in self.cnns) + self.transformer.n_out
@@ -328,8 +355,12 @@ class EmotionNet(nn.Module, PyTorchModelHubMixin, **HUB_METADATA):
     def classify(self, log_mel: Tensor, return_attention: bool = False) -> ModelOutput:
         """log_mel: (B, n_mels, n_frames) in dB, as :class:`LogMel` gives it (and as training augments it)."""
         x = self.input_norm(condition_log_mel(log_mel, self.config))  # (B, F, T)
-        embeddings = [cnn(x.unsqueeze(1)) for cnn in self.cnns]  # each (B, 2C)
-        temporal, tokens, attentions = self.transformer(x, return_attention)  # (B, D), (B, T', D), (B, L, H, T', T')
+        images = x.unsqueeze(1)  # (B, n_inputs, F, T)
+        if self.config.band_snr_quantile is not None:
+            images = torch.stack([x, band_snr(log_mel, self.config.band_snr_quantile)], dim=1)
+        embeddings = [cnn(images) for cnn in self.cnns]  # each (B, 2C)
+        # (B, D), (B, T', D), (B, L, H, T', T')
+        temporal, tokens, attentions = self.transformer(images.flatten(1, 2), return_attention)
         logits = self.head(torch.cat([*embeddings, temporal], dim=1))  # (B, n_classes)
         return ModelOutput(logits=logits, attentions=attentions, tokens=tokens)
 

@@ -10,6 +10,7 @@ from ser_model import EmotionEnsemble, EmotionNet, ModelConfig
 from ser_model.audio import HOP_LENGTH, N_FFT, SAMPLE_RATE
 from ser_model.fused import fuse
 from ser_model.model import (
+    BAND_SNR_UNIT_DB,
     LOG_FLOOR_DB,
     NOISE_CUT_DB,
     PCEN_ALPHA,
@@ -19,6 +20,7 @@ from ser_model.model import (
     PCEN_SMOOTHING,
     LogMel,
     MaskDropout,
+    band_snr,
     mask_dropout,
     per_channel_energy_normalization,
     pool_tokens,
@@ -36,6 +38,7 @@ from ser_model.model import (
         {"cnn_kernel_sizes": [3, 3], "n_mels": 40},
         {"pcen": True},
         {"attention_pooling": True},
+        {"band_snr_quantile": 0.1},
     ],
 )
 def test_forward_shapes(batch, overrides):
@@ -95,7 +98,12 @@ def test_attention_in_training_is_the_same_function_on_either_path():
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"n_layers": 3, "dynamic_range_db": 80.0, "normalize_bands": True}, {"attention_pooling": True}],
+    [
+        {},
+        {"n_layers": 3, "dynamic_range_db": 80.0, "normalize_bands": True},
+        {"attention_pooling": True},
+        {"band_snr_quantile": 0.1},
+    ],
 )
 def test_the_fused_copy_keeps_outputs_and_leaves_the_model_as_it_was(overrides):
     torch.manual_seed(1)
@@ -234,3 +242,33 @@ def test_pcen_divides_out_a_colouring_and_a_steady_floor_but_not_an_onset():
     assert ((coloured - plain).abs() / plain).max() < 0.1
     steady, onset = plain[:, :, 100:150].mean(), plain[:, :, 150:160].mean()
     assert onset > 5 * steady  # the voice's onset stands out of the noise it starts from
+
+
+def test_band_snr_is_each_value_above_its_bands_floor_and_zero_on_the_padding():
+    log_mel = torch.full((1, 2, 20), -100.0)  # frames 0-4 and 15-19 are zero padding
+    log_mel[0, :, 5:15] = torch.tensor([[-50.0], [-30.0]])  # a steady floor per band
+    log_mel[0, 0, 8:10] = -10.0  # a voice 40 dB above band 0's floor
+    snr = band_snr(log_mel, 0.1)
+    assert (snr[..., :5] == 0).all() and (snr[..., 15:] == 0).all()
+    torch.testing.assert_close(snr[0, 0, 8:10], torch.full((2,), 40.0 / BAND_SNR_UNIT_DB))
+    assert (snr[0, 1, 5:15] == 0).all() and (snr[0, 0, 5:8] == 0).all()  # the floor itself, at any level
+    # The same voice under noise 30 dB louder than the floor stands only 10 dB above it.
+    noisy = log_mel.clone()
+    noisy[0, 0, 5:15] = torch.maximum(noisy[0, 0, 5:15], torch.tensor(-20.0))
+    torch.testing.assert_close(band_snr(noisy, 0.1)[0, 0, 8:10], torch.full((2,), 10.0 / BAND_SNR_UNIT_DB))
+
+
+def test_band_snr_reaches_both_kinds_of_branch_and_a_checkpoint_without_it_loads_as_before(tmp_path, random_model):
+    model = EmotionNet(ModelConfig(band_snr_quantile=0.1))
+    assert all(cnn.blocks[1].in_channels == 2 for cnn in model.cnns)
+    assert model.transformer.embed.in_features == 2 * model.config.n_mels
+    random_model.save_pretrained(tmp_path)  # a checkpoint of the one-input network
+    assert EmotionNet.from_pretrained(tmp_path).config.band_snr_quantile is None
+
+
+def test_the_model_card_names_the_noise_aware_input():
+    from train.card import _band_snr
+
+    assert _band_snr(ModelConfig()) == ""
+    named = _band_snr(ModelConfig(band_snr_quantile=0.1))
+    assert "height above its band's noise floor (the band's 10% quantile" in named

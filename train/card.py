@@ -49,7 +49,7 @@ Per-class recall, unseen speakers (pooled over folds): {{ per_class }}.
 ## Model
 
 Log-mel spectrogram ({{ n_mels }} bands, 25 ms windows, 10 ms hop) computed inside the model, per-band
-BatchNorm, then three parallel branches fused by concatenation into a linear classifier:
+BatchNorm{{ band_snr }}, then three parallel branches fused by concatenation into a linear classifier:
 two CNN branches ({{ cnn_desc }}) read the spectrogram as an image; a {{ n_layers }}-layer pre-norm
 Transformer encoder (d_model {{ d_model }}, {{ n_heads }} heads) reads it as {{ n_tokens }} tokens of
 {{ token_ms }} ms, pools them by {{ token_pooling }} and exposes its attention maps. Input windows are
@@ -185,6 +185,7 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet | Em
         n_tokens=m.n_tokens,
         token_ms=10 * m.time_pool,
         token_pooling="a learnt weight per token" if m.attention_pooling else "their mean",
+        band_snr=_band_snr(m),
         clip_seconds=m.clip_seconds,
         n_clips=results.get("n_clips", "?"),
         n_actors=results.get("n_actors", "?"),
@@ -267,6 +268,16 @@ def _kept_weights(config, early_stopping: set[bool]) -> str:
     if early_stopping == {False}:
         return "the weights shipped are the last epoch's own"
     return "the weights shipped are each model's best epoch's own (the last epoch's, without early stopping)"
+
+
+def _band_snr(m) -> str:
+    """The noise-aware input, in words; empty when the model reads the log-mel alone."""
+    if m.band_snr_quantile is None:
+        return ""
+    return (
+        ", read by every branch beside each value's height above its band's noise floor (the band's"
+        f" {m.band_snr_quantile:.0%} quantile over the window)"
+    )
 
 
 def _auxiliary_losses(config) -> str:
