@@ -3,13 +3,15 @@ the benchmark's conditions that take one cause at a time.
 
     python scripts/diagnose_conditions.py --run experiments/late-cb2-90-s4 --set spectrum
     python scripts/diagnose_conditions.py --run experiments/late-cb2-90-s4 --set quiet
+    python scripts/diagnose_conditions.py --run experiments/late-cb2-90-s4 --set floor
 
 A diagnostic, not the benchmark (``train.robustness`` is), with seeds of its own. ``spectrum``: which part of
 the spectrum the model leans on (brick-wall filters over the whole recording, and pink noise at the benchmark's
 5 dB SNR kept to one band). ``quiet``: what the voice 40 dB quieter loses, level, rounding or noise (the
 benchmark's condition beside the same voice in floating point, with the recorder's dither before rounding or
-after it, and with independent white noise of the rounding noise's power). Prints each condition's accuracy
-over the folds asked for, and its drop from clean.
+after it, and with independent white noise of the rounding noise's power). ``floor``: whether the model
+reads the studio's silence (white noise far below the voice, which raises only the floor). Prints each
+condition's accuracy over the folds asked for, and its drop from clean.
 """
 
 from __future__ import annotations
@@ -89,7 +91,24 @@ QUIET: dict[str, Degrade] = {
         QUIET_GAIN * x + STEP / np.sqrt(12.0) * torch.randn(len(x), generator=g).numpy()
     ),
 }
-SETS = {"spectrum": SPECTRUM, "quiet": QUIET}
+
+
+def white_noise_at(snr_db: float) -> Degrade:
+    """White noise ``snr_db`` below the voice over the whole recording: at 40-50 dB it is barely audible, but it
+    sets the floor that a studio recording's pauses otherwise show."""
+
+    def degrade(samples, generator):
+        x = torch.from_numpy(samples)[None]
+        noise = channels.coloured_noise(tuple(x.shape), "white", generator)
+        return channels.add_noise(x, torch.tensor([len(samples)]), noise, torch.tensor([snr_db]))[0].numpy()
+
+    return degrade
+
+
+FLOOR: dict[str, Degrade] = {"clean": lambda x, g: x} | {
+    f"white noise {snr:.0f} dB below the voice": white_noise_at(snr) for snr in (60.0, 50.0, 40.0, 30.0)
+}
+SETS = {"spectrum": SPECTRUM, "quiet": QUIET, "floor": FLOOR}
 
 
 def main(argv: list[str] | None = None) -> None:
