@@ -166,7 +166,7 @@ class FusedModel(nn.Module):
         member's attention maps, as :meth:`EmotionEnsemble.classify`."""
         x = torch.addcmul(self.input_shift, condition_log_mel(log_mel, self.config)[:, None], self.input_scale)
         if self.config.band_snr_quantile is not None:  # each member's log-mel beside the height above the floor
-            snr = band_snr(log_mel, self.config.band_snr_quantile)[:, None].expand_as(x)
+            snr = band_snr(log_mel, self.config.band_snr_quantile, self.config.band_snr_range_db)[:, None].expand_as(x)
             x = torch.stack([x, snr], dim=2).flatten(1, 2)  # (B, M * 2, F, T): member m owns channels 2m, 2m + 1
         embeddings = [cnn(x) for cnn in self.cnns]  # each (M, B, 2C)
         temporal, attentions = self._transformer(x, return_attention)  # (M, B, D), (B, L, H, T', T')

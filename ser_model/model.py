@@ -91,6 +91,10 @@ class ModelConfig:
     # quiet studio the floor's depth below a levelled voice tells how loudly the actor spoke, a cue that noise,
     # codecs and rooms take away (docs/experiments.md).
     band_snr_quantile: float | None = None
+    # With the noise-aware input: the floor and the heights are read from the log-mel floored this many dB below
+    # the window's peak, so a floor of digital silence (a low-bitrate codec empties bands: MP3 at 8 kbit/s cost
+    # the unbounded input 23 points) and every studio floor deeper than the range read alike. None: unbounded.
+    band_snr_range_db: float | None = None
     # Calibration, fitted on unseen speakers by train.calibrate: logits are divided by the temperature, and a
     # verdict below `not_sure_below` is shown as "not sure". The defaults leave the model as trained.
     temperature: float = 1.0
@@ -151,18 +155,23 @@ def subtract_band_means(log_mel: Tensor) -> Tensor:
     return torch.where(sounding, log_mel - means, log_mel)
 
 
-def band_noise_floor(log_mel: Tensor, quantile: float) -> tuple[Tensor, Tensor]:
+def band_noise_floor(log_mel: Tensor, quantile: float, sounding: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(B, F, T) dB -> each band's noise floor, its ``quantile`` over the sounding frames (B, F, 1), and which
-    frames sound (B, 1, T): the zero padding does not."""
-    sounding = log_mel.amax(dim=1, keepdim=True) > LOG_FLOOR_DB + 1.0
+    frames sound (B, 1, T): the zero padding does not, unless ``sounding`` says otherwise."""
+    if sounding is None:
+        sounding = log_mel.amax(dim=1, keepdim=True) > LOG_FLOOR_DB + 1.0
     floor = torch.nanquantile(log_mel.masked_fill(~sounding, math.nan), quantile, dim=2, keepdim=True)
     return floor.nan_to_num(LOG_FLOOR_DB), sounding  # a window with no sounding frame has no floor
 
 
-def band_snr(log_mel: Tensor, quantile: float) -> Tensor:
+def band_snr(log_mel: Tensor, quantile: float, range_db: float | None = None) -> Tensor:
     """(B, F, T) dB -> each value's height above its band's noise floor (:func:`band_noise_floor`), in units of
-    :data:`BAND_SNR_UNIT_DB`; zero on the padding."""
-    floor, sounding = band_noise_floor(log_mel, quantile)
+    :data:`BAND_SNR_UNIT_DB`; zero on the padding. With ``range_db`` both are read from the log-mel floored that
+    far below the window's peak, so no height exceeds ``range_db``."""
+    sounding = log_mel.amax(dim=1, keepdim=True) > LOG_FLOOR_DB + 1.0
+    if range_db is not None:
+        log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - range_db)
+    floor, _ = band_noise_floor(log_mel, quantile, sounding)
     return torch.where(sounding, (log_mel - floor) / BAND_SNR_UNIT_DB, 0.0)
 
 
@@ -360,7 +369,8 @@ class EmotionNet(nn.Module, PyTorchModelHubMixin, **HUB_METADATA):
         x = self.input_norm(condition_log_mel(log_mel, self.config))  # (B, F, T)
         images = x.unsqueeze(1)  # (B, n_inputs, F, T)
         if self.config.band_snr_quantile is not None:
-            images = torch.stack([x, band_snr(log_mel, self.config.band_snr_quantile)], dim=1)
+            heights = band_snr(log_mel, self.config.band_snr_quantile, self.config.band_snr_range_db)
+            images = torch.stack([x, heights], dim=1)
         embeddings = [cnn(images) for cnn in self.cnns]  # each (B, 2C)
         # (B, D), (B, T', D), (B, L, H, T', T')
         temporal, tokens, attentions = self.transformer(images.flatten(1, 2), return_attention)

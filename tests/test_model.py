@@ -102,7 +102,7 @@ def test_attention_in_training_is_the_same_function_on_either_path():
         {},
         {"n_layers": 3, "dynamic_range_db": 80.0, "normalize_bands": True},
         {"attention_pooling": True},
-        {"band_snr_quantile": 0.1},
+        {"band_snr_quantile": 0.1, "band_snr_range_db": 60.0},
     ],
 )
 def test_the_fused_copy_keeps_outputs_and_leaves_the_model_as_it_was(overrides):
@@ -256,6 +256,13 @@ def test_band_snr_is_each_value_above_its_bands_floor_and_zero_on_the_padding():
     noisy = log_mel.clone()
     noisy[0, 0, 5:15] = torch.maximum(noisy[0, 0, 5:15], torch.tensor(-20.0))
     torch.testing.assert_close(band_snr(noisy, 0.1)[0, 0, 8:10], torch.full((2,), 10.0 / BAND_SNR_UNIT_DB))
+    # A band a codec emptied (digital silence between its frames) stands no higher than the range allows.
+    emptied = log_mel.clone()
+    emptied[0, 1, 5:15] = LOG_FLOOR_DB
+    emptied[0, 1, 9] = -30.0
+    assert band_snr(emptied, 0.1)[0, 1, 9] == pytest.approx(70.0 / BAND_SNR_UNIT_DB)
+    assert band_snr(emptied, 0.1, range_db=50.0)[0, 1, 9] == pytest.approx(30.0 / BAND_SNR_UNIT_DB)  # peak -10
+    assert (band_snr(emptied, 0.1, range_db=50.0)[..., :5] == 0).all()  # the padding is still the padding
 
 
 def test_band_snr_reaches_both_kinds_of_branch_and_a_checkpoint_without_it_loads_as_before(tmp_path, random_model):

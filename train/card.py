@@ -274,9 +274,10 @@ def _band_snr(m) -> str:
     """The noise-aware input, in words; empty when the model reads the log-mel alone."""
     if m.band_snr_quantile is None:
         return ""
+    bounded = "" if m.band_snr_range_db is None else f", within {m.band_snr_range_db:.0f} dB of the window's peak"
     return (
         ", read by every branch beside each value's height above its band's noise floor (the band's"
-        f" {m.band_snr_quantile:.0%} quantile over the window)"
+        f" {m.band_snr_quantile:.0%} quantile over the window{bounded})"
     )
 
 
