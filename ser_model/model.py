@@ -94,6 +94,7 @@ class ModelConfig:
     # With the noise-aware input: the floor and the heights are read from the log-mel floored this many dB below
     # the window's peak, so a floor of digital silence (a low-bitrate codec empties bands: MP3 at 8 kbit/s cost
     # the unbounded input 23 points) and every studio floor deeper than the range read alike. None: unbounded.
+    # 60 took MP3 to -7.3 on folds 1-2 and left pink noise at -13.5 (docs/experiments.md).
     band_snr_range_db: float | None = None
     # Calibration, fitted on unseen speakers by train.calibrate: logits are divided by the temperature, and a
     # verdict below `not_sure_below` is shown as "not sure". The defaults leave the model as trained.
