@@ -148,9 +148,14 @@ class LogMel(nn.Module):
         return 10.0 * torch.log10(self.mel_scale(power) + 10.0 ** (LOG_FLOOR_DB / 10.0))
 
 
+def sounding_frames(log_mel: Tensor) -> Tensor:
+    """(B, F, T) dB -> which frames hold any sound (B, 1, T): the zero padding does not."""
+    return log_mel.amax(dim=1, keepdim=True) > LOG_FLOOR_DB + 1.0
+
+
 def subtract_band_means(log_mel: Tensor) -> Tensor:
     """(B, F, T) dB with each band's mean over the sounding frames subtracted; the zero padding stays as it is."""
-    sounding = log_mel.amax(dim=1, keepdim=True) > LOG_FLOOR_DB + 1.0  # (B, 1, T)
+    sounding = sounding_frames(log_mel)
     weights = sounding.to(log_mel.dtype)
     means = (log_mel * weights).sum(dim=2, keepdim=True) / weights.sum(dim=2, keepdim=True).clamp(min=1.0)
     return torch.where(sounding, log_mel - means, log_mel)
@@ -160,7 +165,7 @@ def band_noise_floor(log_mel: Tensor, quantile: float, sounding: Tensor | None =
     """(B, F, T) dB -> each band's noise floor, its ``quantile`` over the sounding frames (B, F, 1), and which
     frames sound (B, 1, T): the zero padding does not, unless ``sounding`` says otherwise."""
     if sounding is None:
-        sounding = log_mel.amax(dim=1, keepdim=True) > LOG_FLOOR_DB + 1.0
+        sounding = sounding_frames(log_mel)
     floor = torch.nanquantile(log_mel.masked_fill(~sounding, math.nan), quantile, dim=2, keepdim=True)
     return floor.nan_to_num(LOG_FLOOR_DB), sounding  # a window with no sounding frame has no floor
 
@@ -169,7 +174,7 @@ def band_snr(log_mel: Tensor, quantile: float, range_db: float | None = None) ->
     """(B, F, T) dB -> each value's height above its band's noise floor (:func:`band_noise_floor`), in units of
     :data:`BAND_SNR_UNIT_DB`; zero on the padding. With ``range_db`` both are read from the log-mel floored that
     far below the window's peak, so no height exceeds ``range_db``."""
-    sounding = log_mel.amax(dim=1, keepdim=True) > LOG_FLOOR_DB + 1.0
+    sounding = sounding_frames(log_mel)
     if range_db is not None:
         log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - range_db)
     floor, _ = band_noise_floor(log_mel, quantile, sounding)
