@@ -45,11 +45,13 @@ RECIPES = {
     # The same for 90 epochs: the cosine and the curriculum stretch with the schedule.
     "curriculum-babble2-no-es-90": ["--no-early-stopping", *SNR_CURRICULUM, *BABBLE_TWICE, "--epochs", "90"],
 }
-# The shipped model's: that recipe on CNNs wider in their last layers and a wider Transformer.
+# The previous checkpoint's: that recipe on CNNs wider in their last layers and a wider Transformer.
 RECIPES["late-curriculum-babble2-no-es-90"] = [
     *RECIPES["curriculum-babble2-no-es-90"],
     *["--model", "d_model=96", "cnn_channels=16,32,96,128"],
 ]
+# The shipped model's: the same with training noise down to -5 dB SNR (the curriculum then ends at -5, not 0).
+RECIPES["late-snr-5"] = [*RECIPES["late-curriculum-babble2-no-es-90"], "--snr", "-5", "30"]
 RUN_NAME = re.compile(r"^(.+)-seed(\d+)$")  # the output folders run_all makes
 TWINS = [("es", "no-es"), ("wide", "wide-no-es")]  # pairs of recipes whose same-seed models make an ensemble
 

@@ -321,7 +321,7 @@ def _channel_augmentation(channels: ChannelConfig) -> list[str]:
         parts.append(f"room reverberation (RT60 {channels.rt60[0]}-{channels.rt60[1]} s) on {channels.reverb_prob:.0%}")
     if channels.noise_prob:
         kinds = _noise_kinds(channels.noise_types)
-        snr = f"{channels.snr_db[0]:.0f}-{channels.snr_db[1]:.0f} dB SNR"
+        snr = f"{channels.snr_db[0]:.0f} to {channels.snr_db[1]:.0f} dB SNR"  # "-5-30 dB" would misread
         curriculum = ""
         if channels.snr_curriculum > 0:
             curriculum = (
