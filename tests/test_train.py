@@ -118,6 +118,12 @@ def test_augmentations_keep_shapes_and_labels():
     log_mel = torch.randn(2, 64, 301)
     masked = spec_augment(log_mel, n_freq_masks=2, max_freq=8, n_time_masks=2, max_time=25)
     assert masked.shape == log_mel.shape and 0 < (masked != log_mel).float().mean() < 0.5
+    log_mel[:, :, :10] = -80.0  # the floor: leading silence, in every band
+    floored = spec_augment(log_mel, n_freq_masks=2, max_freq=8, n_time_masks=0, max_time=25, floor_share=1.0)
+    masked_bands = (floored != log_mel).any(dim=2)  # (B, F)
+    assert masked_bands.any()
+    assert (floored[masked_bands] == -80.0).all()  # a masked band is empty, as a phone line leaves it
+    assert torch.equal(floored[~masked_bands], log_mel[~masked_bands])
     slower = change_speed(clips, 0.9)
     assert len(slower[0]) == pytest.approx(len(clips[0]) / 0.9, rel=0.01)
     # Augmentation acts on inputs only; the loop indexes labels by the same clip order it draws.

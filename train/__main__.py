@@ -78,6 +78,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         help="vocal tract length perturbation: stretch each clip's spectrum by a factor in this range, e.g. 0.9 1.1",
     )
     parser.add_argument("--spec-augment", action=argparse.BooleanOptionalAction, default=defaults.spec_augment)
+    parser.add_argument(
+        "--spec-augment-floor",
+        type=float,
+        default=defaults.spec_augment_floor,
+        metavar="SHARE",
+        help="with --spec-augment: share of clips whose masked bands are filled with the floor, not the mean",
+    )
     parser.add_argument("--mixup", type=float, default=defaults.mixup_alpha, dest="mixup_alpha", help="alpha; 0 = off")
     parser.add_argument(
         "--consistency",

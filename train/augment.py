@@ -259,21 +259,33 @@ def _hz_to_mel(hz: Tensor) -> Tensor:
     return 2595.0 * torch.log10(1.0 + hz / 700.0)
 
 
-def spec_augment(log_mel: Tensor, n_freq_masks: int, max_freq: int, n_time_masks: int, max_time: int) -> Tensor:
+def spec_augment(
+    log_mel: Tensor, n_freq_masks: int, max_freq: int, n_time_masks: int, max_time: int, floor_share: float = 0.0
+) -> Tensor:
     """SpecAugment's frequency and time masks, filled with each clip's mean (Park et al. 2019,
-    https://arxiv.org/abs/1904.08779). log_mel: (B, F, T)."""
+    https://arxiv.org/abs/1904.08779). log_mel: (B, F, T).
+
+    A mean-filled band looks like a band loud noise has filled; a phone line or a codec instead leaves bands
+    empty. On ``floor_share`` of the clips the frequency masks are filled with the clip's floor (its lowest
+    value) instead, as such a channel leaves them.
+    """
     B, F, T = log_mel.shape
     fill = log_mel.mean(dim=(1, 2), keepdim=True)
-    keep = torch.ones_like(log_mel, dtype=torch.bool)
-    for size, max_width, axis in ((F, max_freq, 1), (T, max_time, 2)):
-        n_masks = n_freq_masks if axis == 1 else n_time_masks
+    keep_bands = torch.ones(B, F, 1, dtype=torch.bool, device=log_mel.device)
+    keep_frames = torch.ones(B, 1, T, dtype=torch.bool, device=log_mel.device)
+    for size, max_width, keep in ((F, max_freq, keep_bands), (T, max_time, keep_frames)):
+        n_masks = n_freq_masks if keep is keep_bands else n_time_masks
         for _ in range(n_masks):
             width = torch.randint(0, max_width + 1, (B, 1))
             start = (torch.rand(B, 1) * (size - width)).long()
             position = torch.arange(size).unsqueeze(0)  # (1, size)
-            masked = (position >= start) & (position < start + width)  # (B, size)
-            keep &= ~(masked.unsqueeze(2) if axis == 1 else masked.unsqueeze(1))
-    return torch.where(keep, log_mel, fill)
+            masked = ((position >= start) & (position < start + width)).to(log_mel.device)  # (B, size)
+            keep &= ~masked.view(keep.shape)
+    band_fill = fill
+    if floor_share > 0:  # drawn only when on, so runs without it keep their random stream
+        at_floor = (torch.rand(B, 1, 1) < floor_share).to(log_mel.device)
+        band_fill = torch.where(at_floor, log_mel.amin(dim=(1, 2), keepdim=True), fill)
+    return torch.where(keep_frames, torch.where(keep_bands, log_mel, band_fill), fill)
 
 
 def mixup(inputs: Tensor, targets: Tensor, alpha: float) -> tuple[Tensor, Tensor, Tensor, float]:

@@ -148,7 +148,10 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet | Em
     if config.time_shift:
         augmentation.append("random placement/crop in the window")
     if config.spec_augment:
-        augmentation.append("SpecAugment (2 frequency masks of up to 8 bands, 2 time masks of up to 250 ms)")
+        floor = ""
+        if config.spec_augment_floor:
+            floor = f", the bands at the clip's floor on {config.spec_augment_floor:.0%}"
+        augmentation.append(f"SpecAugment (2 frequency masks of up to 8 bands, 2 time masks of up to 250 ms{floor})")
     if len(config.speed_factors) > 1:
         augmentation.append(f"speed perturbation x{', x'.join(str(f) for f in config.speed_factors)}")
     if config.mixup_alpha:

@@ -62,6 +62,8 @@ RESUME_MUST_MATCH = (
     "distill_temperature",
     "teachers_hear_clean",
     "denoise_weight",
+    "spec_augment",
+    "spec_augment_floor",
 )
 
 
@@ -106,6 +108,9 @@ class TrainConfig:
     vtlp_range: list[float] | None = None
     time_shift: bool = False
     spec_augment: bool = False
+    # With SpecAugment: the share of clips whose masked bands are filled with the clip's floor, as a phone line or
+    # codec leaves a band, instead of its mean, as loud noise fills one (0 = the mean on every clip).
+    spec_augment_floor: float = 0.0
     mixup_alpha: float = 0.0  # 0 turns mixup off
     # > 0: each degraded clip is also seen clean, and the KL divergence of its degraded prediction from its
     # clean one (a fixed target) is added with this weight, so noise is taught not to move the verdict.
@@ -325,7 +330,9 @@ def train_one_epoch(
             low, high = config.vtlp_range
             log_mel = warp_frequencies(log_mel, low + (high - low) * torch.rand(len(log_mel)))
         if config.spec_augment:
-            log_mel = spec_augment(log_mel, n_freq_masks=2, max_freq=8, n_time_masks=2, max_time=25)
+            log_mel = spec_augment(
+                log_mel, n_freq_masks=2, max_freq=8, n_time_masks=2, max_time=25, floor_share=config.spec_augment_floor
+            )
         if config.mixup_alpha > 0:
             log_mel, targets_a, targets_b, weight = mixup(log_mel, targets, config.mixup_alpha)
         logits, denoised = classifier(log_mel)
