@@ -365,6 +365,10 @@ def test_model_options_on_the_command_line_keep_their_types():
     with pytest.raises(ValueError, match="true or false"):
         parse_args(["--data", "x", "--model", "normalize_bands=yes please"])
     assert parse_args(["--data", "x", "--vtlp", "0.9", "1.1"]).vtlp_range == [0.9, 1.1]
+    assert parse_args(["--data", "x", "--spec-augment", "--spec-augment-floor", "0.5"]).spec_augment_floor == 0.5
+    for meaningless in (["--spec-augment-floor", "0.5"], ["--spec-augment", "--spec-augment-floor", "2"]):
+        with pytest.raises(SystemExit):  # a floor share without masks, or not a share, is refused
+            parse_args(["--data", "x", *meaningless])
 
 
 def test_training_cli_writes_a_checkpoint_folder_that_loads(tmp_path):

@@ -136,6 +136,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         help="override ModelConfig fields, e.g. d_model=96 cnn_channels=16,32,64",
     )
     args = vars(parser.parse_args(argv))
+    if not 0 <= args["spec_augment_floor"] <= 1 or (args["spec_augment_floor"] and not args["spec_augment"]):
+        parser.error("--spec-augment-floor takes a share from 0 to 1, with --spec-augment")
     model = ModelConfig(
         **{k: _parse_value(ModelConfig, k, v) for k, v in (kv.split("=", 1) for kv in args.pop("model"))}
     )

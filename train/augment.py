@@ -273,8 +273,10 @@ def spec_augment(
     fill = log_mel.mean(dim=(1, 2), keepdim=True)
     keep_bands = torch.ones(B, F, 1, dtype=torch.bool, device=log_mel.device)
     keep_frames = torch.ones(B, 1, T, dtype=torch.bool, device=log_mel.device)
-    for size, max_width, keep in ((F, max_freq, keep_bands), (T, max_time, keep_frames)):
-        n_masks = n_freq_masks if keep is keep_bands else n_time_masks
+    for size, max_width, n_masks, keep in (
+        (F, max_freq, n_freq_masks, keep_bands),
+        (T, max_time, n_time_masks, keep_frames),
+    ):
         for _ in range(n_masks):
             width = torch.randint(0, max_width + 1, (B, 1))
             start = (torch.rand(B, 1) * (size - width)).long()
