@@ -118,6 +118,8 @@ def test_augmentations_keep_shapes_and_labels():
     log_mel = torch.randn(2, 64, 301)
     masked = spec_augment(log_mel, n_freq_masks=2, max_freq=8, n_time_masks=2, max_time=25)
     assert masked.shape == log_mel.shape and 0 < (masked != log_mel).float().mean() < 0.5
+    changed = spec_augment(log_mel, n_freq_masks=2, max_freq=8, n_time_masks=0, max_time=25) != log_mel
+    assert changed.any() and torch.equal(changed, changed.any(dim=2, keepdim=True).expand_as(changed))  # whole bands
     log_mel[:, :, :10] = -80.0  # the floor: leading silence, in every band
     floored = spec_augment(log_mel, n_freq_masks=2, max_freq=8, n_time_masks=0, max_time=25, floor_share=1.0)
     masked_bands = (floored != log_mel).any(dim=2)  # (B, F)
@@ -366,8 +368,14 @@ def test_model_options_on_the_command_line_keep_their_types():
         parse_args(["--data", "x", "--model", "normalize_bands=yes please"])
     assert parse_args(["--data", "x", "--vtlp", "0.9", "1.1"]).vtlp_range == [0.9, 1.1]
     assert parse_args(["--data", "x", "--spec-augment", "--spec-augment-floor", "0.5"]).spec_augment_floor == 0.5
-    for meaningless in (["--spec-augment-floor", "0.5"], ["--spec-augment", "--spec-augment-floor", "2"]):
-        with pytest.raises(SystemExit):  # a floor share without masks, or not a share, is refused
+    assert parse_args(["--data", "x", "--spec-augment", "--spec-augment-time-masks", "0"]).spec_augment_time_masks == 0
+    for meaningless in (
+        ["--spec-augment-floor", "0.5"],
+        ["--spec-augment", "--spec-augment-floor", "2"],
+        ["--spec-augment-time-masks", "0"],
+        ["--spec-augment", "--spec-augment-time-masks", "-1"],
+    ):
+        with pytest.raises(SystemExit):  # a mask setting without masks, or out of range, is refused
             parse_args(["--data", "x", *meaningless])
 
 

@@ -85,6 +85,13 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         metavar="SHARE",
         help="with --spec-augment: share of clips whose masked bands are filled with the floor, not the mean",
     )
+    parser.add_argument(
+        "--spec-augment-time-masks",
+        type=int,
+        default=defaults.spec_augment_time_masks,
+        metavar="N",
+        help="with --spec-augment: time masks per clip (0 = frequency masks only)",
+    )
     parser.add_argument("--mixup", type=float, default=defaults.mixup_alpha, dest="mixup_alpha", help="alpha; 0 = off")
     parser.add_argument(
         "--consistency",
@@ -138,6 +145,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     args = vars(parser.parse_args(argv))
     if not 0 <= args["spec_augment_floor"] <= 1 or (args["spec_augment_floor"] and not args["spec_augment"]):
         parser.error("--spec-augment-floor takes a share from 0 to 1, with --spec-augment")
+    time_masks = args["spec_augment_time_masks"]
+    if time_masks < 0 or (time_masks != defaults.spec_augment_time_masks and not args["spec_augment"]):
+        parser.error("--spec-augment-time-masks takes a count from 0, with --spec-augment")
     model = ModelConfig(
         **{k: _parse_value(ModelConfig, k, v) for k, v in (kv.split("=", 1) for kv in args.pop("model"))}
     )

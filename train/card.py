@@ -151,7 +151,10 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet | Em
         floor = ""
         if config.spec_augment_floor:
             floor = f", the bands at the clip's floor on {config.spec_augment_floor:.0%}"
-        augmentation.append(f"SpecAugment (2 frequency masks of up to 8 bands, 2 time masks of up to 250 ms{floor})")
+        time_masks = {0: "no time masks", 1: "1 time mask of up to 250 ms"}.get(
+            config.spec_augment_time_masks, f"{config.spec_augment_time_masks} time masks of up to 250 ms"
+        )
+        augmentation.append(f"SpecAugment (2 frequency masks of up to 8 bands, {time_masks}{floor})")
     if len(config.speed_factors) > 1:
         augmentation.append(f"speed perturbation x{', x'.join(str(f) for f in config.speed_factors)}")
     if config.mixup_alpha:

@@ -64,6 +64,7 @@ RESUME_MUST_MATCH = (
     "denoise_weight",
     "spec_augment",
     "spec_augment_floor",
+    "spec_augment_time_masks",
 )
 
 
@@ -111,6 +112,9 @@ class TrainConfig:
     # With SpecAugment: the share of clips whose masked bands are filled with the clip's floor, as a phone line or
     # codec leaves a band, instead of its mean, as loud noise fills one (0 = the mean on every clip).
     spec_augment_floor: float = 0.0
+    # With SpecAugment: how many time masks (of up to 250 ms) join its two frequency masks. The frequency masks
+    # stand for a band that noise fills; no channel we train for blanks a quarter-second of every band.
+    spec_augment_time_masks: int = 2
     mixup_alpha: float = 0.0  # 0 turns mixup off
     # > 0: each degraded clip is also seen clean, and the KL divergence of its degraded prediction from its
     # clean one (a fixed target) is added with this weight, so noise is taught not to move the verdict.
@@ -331,7 +335,12 @@ def train_one_epoch(
             log_mel = warp_frequencies(log_mel, low + (high - low) * torch.rand(len(log_mel)))
         if config.spec_augment:
             log_mel = spec_augment(
-                log_mel, n_freq_masks=2, max_freq=8, n_time_masks=2, max_time=25, floor_share=config.spec_augment_floor
+                log_mel,
+                n_freq_masks=2,
+                max_freq=8,
+                n_time_masks=config.spec_augment_time_masks,
+                max_time=25,
+                floor_share=config.spec_augment_floor,
             )
         if config.mixup_alpha > 0:
             log_mel, targets_a, targets_b, weight = mixup(log_mel, targets, config.mixup_alpha)
