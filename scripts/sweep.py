@@ -52,6 +52,8 @@ RECIPES["late-curriculum-babble2-no-es-90"] = [
 ]
 # The shipped model's: the same with training noise down to -5 dB SNR (the curriculum then ends at -5, not 0).
 RECIPES["late-snr-5"] = [*RECIPES["late-curriculum-babble2-no-es-90"], "--snr", "-5", "30"]
+# The shipped recipe with SpecAugment's frequency masks, no time masks: the pink-noise question on more seeds.
+RECIPES["late-snr-5-specfreq"] = [*RECIPES["late-snr-5"], "--spec-augment", "--spec-augment-time-masks", "0"]
 RUN_NAME = re.compile(r"^(.+)-seed(\d+)$")  # the output folders run_all makes
 TWINS = [("es", "no-es"), ("wide", "wide-no-es")]  # pairs of recipes whose same-seed models make an ensemble
 
