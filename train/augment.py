@@ -259,6 +259,12 @@ def _hz_to_mel(hz: Tensor) -> Tensor:
     return 2595.0 * torch.log10(1.0 + hz / 700.0)
 
 
+# The masks training draws with --spec-augment: up to 8 of the 64 mel bands, up to 25 frames (250 ms).
+SPEC_AUGMENT_FREQ_MASKS = 2
+SPEC_AUGMENT_MAX_BANDS = 8
+SPEC_AUGMENT_MAX_FRAMES = 25
+
+
 def spec_augment(
     log_mel: Tensor, n_freq_masks: int, max_freq: int, n_time_masks: int, max_time: int, floor_share: float = 0.0
 ) -> Tensor:

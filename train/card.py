@@ -7,9 +7,10 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ser_model.audio import HOP_LENGTH, SAMPLE_RATE
 from ser_model.model import REPO_URL, EmotionEnsemble, EmotionNet
 
-from .augment import ChannelConfig
+from .augment import SPEC_AUGMENT_FREQ_MASKS, SPEC_AUGMENT_MAX_BANDS, SPEC_AUGMENT_MAX_FRAMES, ChannelConfig
 from .robustness import format_table
 
 RAVDESS_CITATION = """Livingstone SR, Russo FA (2018) The Ryerson Audio-Visual Database of Emotional Speech and Song
@@ -151,10 +152,13 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet | Em
         floor = ""
         if config.spec_augment_floor:
             floor = f", the bands at the clip's floor on {config.spec_augment_floor:.0%}"
-        time_masks = {0: "no time masks", 1: "1 time mask of up to 250 ms"}.get(
-            config.spec_augment_time_masks, f"{config.spec_augment_time_masks} time masks of up to 250 ms"
+        n_time = config.spec_augment_time_masks
+        time_ms = SPEC_AUGMENT_MAX_FRAMES * HOP_LENGTH * 1000 // SAMPLE_RATE
+        time_masks = f"{n_time} time mask{'s' * (n_time != 1)} of up to {time_ms} ms" if n_time else "no time masks"
+        augmentation.append(
+            f"SpecAugment ({SPEC_AUGMENT_FREQ_MASKS} frequency masks of up to {SPEC_AUGMENT_MAX_BANDS} bands, "
+            f"{time_masks}{floor})"
         )
-        augmentation.append(f"SpecAugment (2 frequency masks of up to 8 bands, {time_masks}{floor})")
     if len(config.speed_factors) > 1:
         augmentation.append(f"speed perturbation x{', x'.join(str(f) for f in config.speed_factors)}")
     if config.mixup_alpha:

@@ -34,6 +34,9 @@ from ser_model.inference import EmotionRecognizer, resolve_device
 from ser_model.model import EmotionNet, ModelConfig
 
 from .augment import (
+    SPEC_AUGMENT_FREQ_MASKS,
+    SPEC_AUGMENT_MAX_BANDS,
+    SPEC_AUGMENT_MAX_FRAMES,
     ChannelAugment,
     ChannelConfig,
     change_speed,
@@ -336,10 +339,10 @@ def train_one_epoch(
         if config.spec_augment:
             log_mel = spec_augment(
                 log_mel,
-                n_freq_masks=2,
-                max_freq=8,
+                n_freq_masks=SPEC_AUGMENT_FREQ_MASKS,
+                max_freq=SPEC_AUGMENT_MAX_BANDS,
                 n_time_masks=config.spec_augment_time_masks,
-                max_time=25,
+                max_time=SPEC_AUGMENT_MAX_FRAMES,
                 floor_share=config.spec_augment_floor,
             )
         if config.mixup_alpha > 0:
