@@ -54,6 +54,10 @@ class ModelConfig:
     cnn_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 64])  # the notebook's 4 blocks
     cnn_kernel_sizes: list[int] = field(default_factory=lambda: [3, 5])  # one branch each: fine and coarse patterns
     cnn_input_pool: int = 2  # CNNs see the log-mel pooled 2x2: trains at 112 clips/s, not 18 (2 CPU cores)
+    # How that 2x2 pooling merges values: False averages them (as checkpoints trained before it); True keeps the
+    # largest. Averaged, a harmonic's peak is merged with the valley beside it, and noise that fills the valley
+    # lifts the mean; the peak itself, where the voice stands above the noise, barely moves.
+    cnn_input_max_pool: bool = False
     time_pool: int = 4  # frames merged per Transformer token: 40 ms tokens, 75 per window
     d_model: int = 64  # the notebook's width; the whole Transformer branch is a small share of the compute
     n_heads: int = 4  # 16-dim heads, each free to track a different cue (onsets, pitch, pauses)
@@ -235,9 +239,17 @@ class MaskDropout(nn.Dropout):
 class ConvBranch(nn.Module):
     """Log-mel image (B, n_inputs, F, T) -> embedding (B, 2 * channels[-1]) by mean and max pooling."""
 
-    def __init__(self, channels: list[int], kernel_size: int, input_pool: int, dropout: float, n_inputs: int = 1):
+    def __init__(
+        self,
+        channels: list[int],
+        kernel_size: int,
+        input_pool: int,
+        dropout: float,
+        n_inputs: int = 1,
+        input_max_pool: bool = False,
+    ):
         super().__init__()
-        blocks, n_in = [nn.AvgPool2d(input_pool)], n_inputs
+        blocks, n_in = [nn.MaxPool2d(input_pool) if input_max_pool else nn.AvgPool2d(input_pool)], n_inputs
         for n_out in channels:
             blocks += [
                 nn.Conv2d(n_in, n_out, kernel_size, padding=kernel_size // 2, bias=False),
@@ -359,7 +371,14 @@ class EmotionNet(nn.Module, PyTorchModelHubMixin, **HUB_METADATA):
         self.frontend = LogMel(config.n_mels)
         self.input_norm = nn.BatchNorm1d(config.n_mels)  # per-band standardisation, learnt from data
         self.cnns = nn.ModuleList(
-            ConvBranch(config.cnn_channels, k, config.cnn_input_pool, config.dropout, config.n_inputs)
+            ConvBranch(
+                config.cnn_channels,
+                k,
+                config.cnn_input_pool,
+                config.dropout,
+                config.n_inputs,
+                config.cnn_input_max_pool,
+            )
             for k in config.cnn_kernel_sizes
         )
         self.transformer = TransformerBranch(config)

@@ -39,6 +39,7 @@ from ser_model.model import (
         {"pcen": True},
         {"attention_pooling": True},
         {"band_snr_quantile": 0.1},
+        {"cnn_input_max_pool": True},
     ],
 )
 def test_forward_shapes(batch, overrides):
@@ -103,6 +104,7 @@ def test_attention_in_training_is_the_same_function_on_either_path():
         {"n_layers": 3, "dynamic_range_db": 80.0, "normalize_bands": True},
         {"attention_pooling": True},
         {"band_snr_quantile": 0.1, "band_snr_range_db": 60.0},
+        {"cnn_input_max_pool": True},
     ],
 )
 def test_the_fused_copy_keeps_outputs_and_leaves_the_model_as_it_was(overrides):
