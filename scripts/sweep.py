@@ -54,13 +54,14 @@ RECIPES["late-curriculum-babble2-no-es-90"] = [
 RECIPES["late-snr-5"] = [*RECIPES["late-curriculum-babble2-no-es-90"], "--snr", "-5", "30"]
 # The shipped recipe with SpecAugment's frequency masks, no time masks: the pink-noise question on more seeds.
 RECIPES["late-snr-5-specfreq"] = [*RECIPES["late-snr-5"], "--spec-augment", "--spec-augment-time-masks", "0"]
-# The shipped recipe with the CNNs' 2x2 input pooling taking the largest value, not the mean (noise fills a
-# harmonic's valleys, not its peak).
-RECIPES["late-snr-5-maxin"] = [
-    *RECIPES["curriculum-babble2-no-es-90"],
-    *["--model", "d_model=96", "cnn_channels=16,32,96,128", "cnn_input_max_pool=true"],
-    *["--snr", "-5", "30"],
-]
+# The shipped recipe with the CNNs' 2x2 input pooling taking the largest value, or the mean and the largest, not
+# the mean alone (noise fills a harmonic's valleys, not its peak).
+for pooling, name in [("max", "maxin"), ("mean+max", "meanmax")]:
+    RECIPES[f"late-snr-5-{name}"] = [
+        *RECIPES["curriculum-babble2-no-es-90"],
+        *["--model", "d_model=96", "cnn_channels=16,32,96,128", f"cnn_input_pooling={pooling}"],
+        *["--snr", "-5", "30"],
+    ]
 RUN_NAME = re.compile(r"^(.+)-seed(\d+)$")  # the output folders run_all makes
 TWINS = [("es", "no-es"), ("wide", "wide-no-es")]  # pairs of recipes whose same-seed models make an ensemble
 

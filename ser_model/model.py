@@ -54,10 +54,10 @@ class ModelConfig:
     cnn_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 64])  # the notebook's 4 blocks
     cnn_kernel_sizes: list[int] = field(default_factory=lambda: [3, 5])  # one branch each: fine and coarse patterns
     cnn_input_pool: int = 2  # CNNs see the log-mel pooled 2x2: trains at 112 clips/s, not 18 (2 CPU cores)
-    # How that 2x2 pooling merges values: False averages them (as checkpoints trained before it); True keeps the
-    # largest. Averaged, a harmonic's peak is merged with the valley beside it, and noise that fills the valley
-    # lifts the mean; the peak itself, where the voice stands above the noise, barely moves.
-    cnn_input_max_pool: bool = False
+    # How that pooling merges values: "mean" (as checkpoints trained before it), "max", or "mean+max" (both, as
+    # two image channels). Averaged, a harmonic's peak is merged with the valley beside it, and noise that fills
+    # the valley lifts the mean; the peak, where the voice stands above the noise, barely moves.
+    cnn_input_pooling: str = "mean"
     time_pool: int = 4  # frames merged per Transformer token: 40 ms tokens, 75 per window
     d_model: int = 64  # the notebook's width; the whole Transformer branch is a small share of the compute
     n_heads: int = 4  # 16-dim heads, each free to track a different cue (onsets, pitch, pauses)
@@ -236,6 +236,28 @@ class MaskDropout(nn.Dropout):
         return mask_dropout(x, self.p, self.training)
 
 
+class InputPool(nn.Module):
+    """Pools an image (B, C, F, T) ``size`` x ``size`` by each patch's mean, its largest value, or both; with
+    both, input channel c becomes channels 2c (mean) and 2c + 1 (max), so a member's channels stay together when
+    several members' images are stacked (``ser_model.fused``)."""
+
+    MODES = ("mean", "max", "mean+max")
+
+    def __init__(self, size: int, mode: str = "mean"):
+        super().__init__()
+        if mode not in self.MODES:
+            raise ValueError(f"cnn_input_pooling must be one of {self.MODES}, not {mode!r}")
+        self.size, self.mode = size, mode
+        self.channels_per_input = 2 if mode == "mean+max" else 1
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.mode == "mean":
+            return F.avg_pool2d(x, self.size)
+        if self.mode == "max":
+            return F.max_pool2d(x, self.size)
+        return torch.stack([F.avg_pool2d(x, self.size), F.max_pool2d(x, self.size)], dim=2).flatten(1, 2)
+
+
 class ConvBranch(nn.Module):
     """Log-mel image (B, n_inputs, F, T) -> embedding (B, 2 * channels[-1]) by mean and max pooling."""
 
@@ -246,10 +268,11 @@ class ConvBranch(nn.Module):
         input_pool: int,
         dropout: float,
         n_inputs: int = 1,
-        input_max_pool: bool = False,
+        input_pooling: str = "mean",
     ):
         super().__init__()
-        blocks, n_in = [nn.MaxPool2d(input_pool) if input_max_pool else nn.AvgPool2d(input_pool)], n_inputs
+        pool = InputPool(input_pool, input_pooling)
+        blocks, n_in = [pool], n_inputs * pool.channels_per_input
         for n_out in channels:
             blocks += [
                 nn.Conv2d(n_in, n_out, kernel_size, padding=kernel_size // 2, bias=False),
@@ -377,7 +400,7 @@ class EmotionNet(nn.Module, PyTorchModelHubMixin, **HUB_METADATA):
                 config.cnn_input_pool,
                 config.dropout,
                 config.n_inputs,
-                config.cnn_input_max_pool,
+                config.cnn_input_pooling,
             )
             for k in config.cnn_kernel_sizes
         )

@@ -18,6 +18,7 @@ from ser_model.model import (
     PCEN_EPS,
     PCEN_ROOT,
     PCEN_SMOOTHING,
+    InputPool,
     LogMel,
     MaskDropout,
     band_snr,
@@ -39,7 +40,9 @@ from ser_model.model import (
         {"pcen": True},
         {"attention_pooling": True},
         {"band_snr_quantile": 0.1},
-        {"cnn_input_max_pool": True},
+        {"cnn_input_pooling": "max"},
+        {"cnn_input_pooling": "mean+max"},
+        {"cnn_input_pooling": "mean+max", "band_snr_quantile": 0.1},
     ],
 )
 def test_forward_shapes(batch, overrides):
@@ -104,7 +107,8 @@ def test_attention_in_training_is_the_same_function_on_either_path():
         {"n_layers": 3, "dynamic_range_db": 80.0, "normalize_bands": True},
         {"attention_pooling": True},
         {"band_snr_quantile": 0.1, "band_snr_range_db": 60.0},
-        {"cnn_input_max_pool": True},
+        {"cnn_input_pooling": "max"},
+        {"cnn_input_pooling": "mean+max", "band_snr_quantile": 0.1},
     ],
 )
 def test_the_fused_copy_keeps_outputs_and_leaves_the_model_as_it_was(overrides):
@@ -281,3 +285,13 @@ def test_the_model_card_names_the_noise_aware_input():
     assert _band_snr(ModelConfig()) == ""
     named = _band_snr(ModelConfig(band_snr_quantile=0.1))
     assert "height above its band's noise floor (the band's 10% quantile" in named
+
+
+def test_input_pooling_keeps_each_value_where_it_belongs_and_refuses_unknown_modes():
+    image = torch.arange(16.0).view(1, 1, 4, 4)
+    both = InputPool(2, "mean+max")(image)
+    torch.testing.assert_close(both[:, 0:1], InputPool(2, "mean")(image))
+    torch.testing.assert_close(both[:, 1:2], InputPool(2, "max")(image))
+    assert both[0, 1, 0, 0] == 5.0  # the largest of 0, 1, 4, 5
+    with pytest.raises(ValueError, match="cnn_input_pooling"):
+        EmotionNet(ModelConfig(cnn_input_pooling="median"))
