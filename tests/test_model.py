@@ -287,6 +287,15 @@ def test_the_model_card_names_the_noise_aware_input():
     assert "height above its band's noise floor (the band's 10% quantile" in named
 
 
+def test_the_model_card_names_the_cnn_input_pooling():
+    from train.card import _cnn_input
+
+    assert _cnn_input(ModelConfig()) == "pooled 2x2 by its mean"
+    assert _cnn_input(ModelConfig(cnn_input_pooling="mean+max")) == (
+        "pooled 2x2 by its mean and by its largest value (two channels)"
+    )
+
+
 def test_input_pooling_keeps_each_value_where_it_belongs_and_refuses_unknown_modes():
     image = torch.arange(16.0).view(1, 1, 4, 4)
     both = InputPool(2, "mean+max")(image)

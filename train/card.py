@@ -51,7 +51,7 @@ Per-class recall, unseen speakers (pooled over folds): {{ per_class }}.
 
 Log-mel spectrogram ({{ n_mels }} bands, 25 ms windows, 10 ms hop) computed inside the model, per-band
 BatchNorm{{ band_snr }}, then three parallel branches fused by concatenation into a linear classifier:
-two CNN branches ({{ cnn_desc }}) read the spectrogram as an image; a {{ n_layers }}-layer pre-norm
+two CNN branches ({{ cnn_desc }}) read the spectrogram, {{ cnn_input }}, as an image; a {{ n_layers }}-layer pre-norm
 Transformer encoder (d_model {{ d_model }}, {{ n_heads }} heads) reads it as {{ n_tokens }} tokens of
 {{ token_ms }} ms, pools them by {{ token_pooling }} and exposes its attention maps. Input windows are
 {{ clip_seconds }} s; longer audio is scored in back-to-back windows and averaged. Leading and trailing
@@ -196,6 +196,7 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet | Em
         token_ms=10 * m.time_pool,
         token_pooling="a learnt weight per token" if m.attention_pooling else "their mean",
         band_snr=_band_snr(m),
+        cnn_input=_cnn_input(m),
         clip_seconds=m.clip_seconds,
         n_clips=results.get("n_clips", "?"),
         n_actors=results.get("n_actors", "?"),
@@ -278,6 +279,16 @@ def _kept_weights(config, early_stopping: set[bool]) -> str:
     if early_stopping == {False}:
         return "the weights shipped are the last epoch's own"
     return "the weights shipped are each model's best epoch's own (the last epoch's, without early stopping)"
+
+
+def _cnn_input(m) -> str:
+    """How the CNN branches pool the spectrogram before their first convolution, in words."""
+    patch = f"pooled {m.cnn_input_pool}x{m.cnn_input_pool}"
+    return {
+        "mean": f"{patch} by its mean",
+        "max": f"{patch} by its largest value",
+        "mean+max": f"{patch} by its mean and by its largest value (two channels)",
+    }[m.cnn_input_pooling]
 
 
 def _band_snr(m) -> str:
