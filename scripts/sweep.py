@@ -55,8 +55,8 @@ RECIPES["late-snr-5"] = [*RECIPES["late-curriculum-babble2-no-es-90"], "--snr", 
 # The shipped recipe with SpecAugment's frequency masks, no time masks: the pink-noise question on more seeds.
 RECIPES["late-snr-5-specfreq"] = [*RECIPES["late-snr-5"], "--spec-augment", "--spec-augment-time-masks", "0"]
 # The shipped recipe with the CNNs' 2x2 input pooling taking the largest value, or the mean and the largest, not
-# the mean alone (noise fills a harmonic's valleys, not its peak).
-for pooling, name in [("max", "maxin"), ("mean+max", "meanmax")]:
+# the mean alone (noise fills a harmonic's valleys, not its peak), or the largest across frequency alone.
+for pooling, name in [("max", "maxin"), ("mean+max", "meanmax"), ("max-freq", "maxfreq")]:
     RECIPES[f"late-snr-5-{name}"] = [
         *RECIPES["curriculum-babble2-no-es-90"],
         *["--model", "d_model=96", "cnn_channels=16,32,96,128", f"cnn_input_pooling={pooling}"],

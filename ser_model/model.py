@@ -54,9 +54,11 @@ class ModelConfig:
     cnn_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 64])  # the notebook's 4 blocks
     cnn_kernel_sizes: list[int] = field(default_factory=lambda: [3, 5])  # one branch each: fine and coarse patterns
     cnn_input_pool: int = 2  # CNNs see the log-mel pooled 2x2: trains at 112 clips/s, not 18 (2 CPU cores)
-    # How that pooling merges values: "mean" (as checkpoints trained before it), "max", or "mean+max" (both, as
-    # two image channels). Averaged, a harmonic's peak is merged with the valley beside it, and noise that fills
-    # the valley lifts the mean; the peak, where the voice stands above the noise, barely moves.
+    # How that pooling merges values: "mean" (as checkpoints trained before it), "max", "mean+max" (both, as two
+    # image channels), or "max-freq" (each pair of frames averaged, then the larger of each pair of bands).
+    # Averaged, a harmonic's peak is merged with the valley beside it, and noise that fills the valley lifts the
+    # mean; the peak, where the voice stands above the noise, barely moves. Along time there is no such valley:
+    # "max-freq" keeps the peaks and still averages the noise's frame-to-frame jitter before choosing.
     cnn_input_pooling: str = "mean"
     time_pool: int = 4  # frames merged per Transformer token: 40 ms tokens, 75 per window
     d_model: int = 64  # the notebook's width; the whole Transformer branch is a small share of the compute
@@ -237,11 +239,12 @@ class MaskDropout(nn.Dropout):
 
 
 class InputPool(nn.Module):
-    """Pools an image (B, C, F, T) ``size`` x ``size`` by each patch's mean, its largest value, or both; with
-    both, input channel c becomes channels 2c (mean) and 2c + 1 (max), so a member's channels stay together when
-    several members' images are stacked (``ser_model.fused``)."""
+    """Pools an image (B, C, F, T) ``size`` x ``size`` by each patch's mean, its largest value, both, or the
+    largest across frequency of the means across time ("max-freq"); with both, input channel c becomes channels
+    2c (mean) and 2c + 1 (max), so a member's channels stay together when several members' images are stacked
+    (``ser_model.fused``)."""
 
-    MODES = ("mean", "max", "mean+max")
+    MODES = ("mean", "max", "mean+max", "max-freq")
 
     def __init__(self, size: int, mode: str = "mean"):
         super().__init__()
@@ -255,6 +258,8 @@ class InputPool(nn.Module):
             return F.avg_pool2d(x, self.size)
         if self.mode == "max":
             return F.max_pool2d(x, self.size)
+        if self.mode == "max-freq":
+            return F.max_pool2d(F.avg_pool2d(x, (1, self.size)), (self.size, 1))
         return torch.stack([F.avg_pool2d(x, self.size), F.max_pool2d(x, self.size)], dim=2).flatten(1, 2)
 
 

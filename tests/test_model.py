@@ -43,6 +43,7 @@ from ser_model.model import (
         {"cnn_input_pooling": "max"},
         {"cnn_input_pooling": "mean+max"},
         {"cnn_input_pooling": "mean+max", "band_snr_quantile": 0.1},
+        {"cnn_input_pooling": "max-freq"},
     ],
 )
 def test_forward_shapes(batch, overrides):
@@ -109,6 +110,7 @@ def test_attention_in_training_is_the_same_function_on_either_path():
         {"band_snr_quantile": 0.1, "band_snr_range_db": 60.0},
         {"cnn_input_pooling": "max"},
         {"cnn_input_pooling": "mean+max", "band_snr_quantile": 0.1},
+        {"cnn_input_pooling": "max-freq"},
     ],
 )
 def test_the_fused_copy_keeps_outputs_and_leaves_the_model_as_it_was(overrides):
@@ -294,6 +296,9 @@ def test_the_model_card_names_the_cnn_input_pooling():
     assert _cnn_input(ModelConfig(cnn_input_pooling="mean+max")) == (
         "pooled 2x2 by its mean and by its largest value (two channels)"
     )
+    assert _cnn_input(ModelConfig(cnn_input_pooling="max-freq")) == (
+        "pooled 2x2 by the largest across frequency of its means across time"
+    )
 
 
 def test_input_pooling_keeps_each_value_where_it_belongs_and_refuses_unknown_modes():
@@ -302,5 +307,7 @@ def test_input_pooling_keeps_each_value_where_it_belongs_and_refuses_unknown_mod
     torch.testing.assert_close(both[:, 0:1], InputPool(2, "mean")(image))
     torch.testing.assert_close(both[:, 1:2], InputPool(2, "max")(image))
     assert both[0, 1, 0, 0] == 5.0  # the largest of 0, 1, 4, 5
+    # Frames 0 and 1 of bands 0 and 1 average to 0.5 and 4.5: the larger band's mean is kept.
+    assert InputPool(2, "max-freq")(image)[0, 0, 0, 0] == 4.5
     with pytest.raises(ValueError, match="cnn_input_pooling"):
         EmotionNet(ModelConfig(cnn_input_pooling="median"))

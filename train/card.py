@@ -288,6 +288,7 @@ def _cnn_input(m) -> str:
         "mean": f"{patch} by its mean",
         "max": f"{patch} by its largest value",
         "mean+max": f"{patch} by its mean and by its largest value (two channels)",
+        "max-freq": f"{patch} by the largest across frequency of its means across time",
     }[m.cnn_input_pooling]
 
 
