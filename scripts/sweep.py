@@ -62,6 +62,13 @@ for pooling, name in [("max", "maxin"), ("mean+max", "meanmax"), ("max-freq", "m
         *["--model", "d_model=96", "cnn_channels=16,32,96,128", f"cnn_input_pooling={pooling}"],
         *["--snr", "-5", "30"],
     ]
+# The same across frequency only, each window's log-mel floored 50 dB below its peak (a quiet recording's 16-bit
+# rounding noise and a studio's pauses then read the same).
+RECIPES["late-snr-5-maxfreq-range50"] = [
+    *RECIPES["curriculum-babble2-no-es-90"],
+    *["--model", "d_model=96", "cnn_channels=16,32,96,128", "cnn_input_pooling=max-freq", "dynamic_range_db=50"],
+    *["--snr", "-5", "30"],
+]
 RUN_NAME = re.compile(r"^(.+)-seed(\d+)$")  # the output folders run_all makes
 TWINS = [("es", "no-es"), ("wide", "wide-no-es")]  # pairs of recipes whose same-seed models make an ensemble
 
