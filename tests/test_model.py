@@ -289,6 +289,13 @@ def test_the_model_card_names_the_noise_aware_input():
     assert "height above its band's noise floor (the band's 10% quantile" in named
 
 
+def test_the_model_card_names_the_log_mel_floor():
+    from train.card import _log_mel_floor
+
+    assert _log_mel_floor(ModelConfig()) == ""
+    assert _log_mel_floor(ModelConfig(dynamic_range_db=50)) == ", floored 50 dB below the window's peak"
+
+
 def test_the_model_card_names_the_cnn_input_pooling():
     from train.card import _cnn_input
 

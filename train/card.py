@@ -49,8 +49,8 @@ Per-class recall, unseen speakers (pooled over folds): {{ per_class }}.
 
 ## Model
 
-Log-mel spectrogram ({{ n_mels }} bands, 25 ms windows, 10 ms hop) computed inside the model, per-band
-BatchNorm{{ band_snr }}, then three parallel branches fused by concatenation into a linear classifier:
+Log-mel spectrogram ({{ n_mels }} bands, 25 ms windows, 10 ms hop) computed inside the model{{ log_mel_floor }},
+per-band BatchNorm{{ band_snr }}, then three parallel branches fused by concatenation into a linear classifier:
 two CNN branches ({{ cnn_desc }}) read the spectrogram, {{ cnn_input }}, as an image; a {{ n_layers }}-layer pre-norm
 Transformer encoder (d_model {{ d_model }}, {{ n_heads }} heads) reads it as {{ n_tokens }} tokens of
 {{ token_ms }} ms, pools them by {{ token_pooling }} and exposes its attention maps. Input windows are
@@ -195,6 +195,7 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet | Em
         n_tokens=m.n_tokens,
         token_ms=10 * m.time_pool,
         token_pooling="a learnt weight per token" if m.attention_pooling else "their mean",
+        log_mel_floor=_log_mel_floor(m),
         band_snr=_band_snr(m),
         cnn_input=_cnn_input(m),
         clip_seconds=m.clip_seconds,
@@ -290,6 +291,13 @@ def _cnn_input(m) -> str:
         "mean+max": f"{patch} by its mean and by its largest value (two channels)",
         "max-freq": f"{patch} by the largest across frequency of its means across time",
     }[m.cnn_input_pooling]
+
+
+def _log_mel_floor(m) -> str:
+    """The floor under the log-mel, in words; empty when there is none."""
+    if m.dynamic_range_db is None:
+        return ""
+    return f", floored {m.dynamic_range_db:.0f} dB below the window's peak"
 
 
 def _band_snr(m) -> str:
