@@ -367,6 +367,7 @@ def test_model_options_on_the_command_line_keep_their_types():
     with pytest.raises(ValueError, match="true or false"):
         parse_args(["--data", "x", "--model", "normalize_bands=yes please"])
     assert parse_args(["--data", "x", "--vtlp", "0.9", "1.1"]).vtlp_range == [0.9, 1.1]
+    assert parse_args(["--data", "x", "--gain-db", "-50", "15"]).channels.gain_db == (-50.0, 15.0)
     assert parse_args(["--data", "x", "--spec-augment", "--spec-augment-floor", "0.5"]).spec_augment_floor == 0.5
     assert parse_args(["--data", "x", "--spec-augment", "--spec-augment-time-masks", "0"]).spec_augment_time_masks == 0
     for meaningless in (

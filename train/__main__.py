@@ -54,6 +54,14 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         help="share of the schedule over which the lowest SNR falls from MAX to MIN (0 = the full range throughout)",
     )
     channel.add_argument("--rt60", type=float, nargs=2, default=defaults.channels.rt60, metavar=("MIN", "MAX"))
+    channel.add_argument(
+        "--gain-db",
+        type=float,
+        nargs=2,
+        default=defaults.channels.gain_db,
+        metavar=("MIN", "MAX"),
+        help="the microphone gain channel's range: quiet microphones (MIN) to hot ones that clip (MAX)",
+    )
     parser.add_argument(
         "--speed",
         type=float,
@@ -157,6 +165,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         snr_db=tuple(args.pop("snr")),
         snr_curriculum=args.pop("snr_curriculum"),
         rt60=tuple(args.pop("rt60")),
+        gain_db=tuple(args.pop("gain_db")),
     )
     return TrainConfig(**args, model=model, channels=channels)
 
