@@ -50,6 +50,9 @@ class ModelLoadError(RuntimeError):
 class ModelConfig:
     labels: list[str] = field(default_factory=lambda: list(EMOTIONS))  # class names, in logit order
     n_mels: int = 64  # half the notebook's 128: formants and low harmonics still resolve at 16 kHz
+    # STFT window in samples. 400 (25 ms, as checkpoints trained before it) smears the harmonics of a voice
+    # below about 160 Hz into one hump; 800 (50 ms) resolves them, so noise between them shows as noise.
+    n_fft: int = N_FFT
     clip_seconds: float = CLIP_SECONDS  # one window of audio the model classifies
     cnn_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 64])  # the notebook's 4 blocks
     cnn_kernel_sizes: list[int] = field(default_factory=lambda: [3, 5])  # one branch each: fine and coarse patterns
@@ -138,10 +141,10 @@ class ModelOutput:
 class LogMel(nn.Module):
     """Waveform (B, n_samples) -> log-mel power in dB (B, n_mels, n_frames)."""
 
-    def __init__(self, n_mels: int):
+    def __init__(self, n_mels: int, n_fft: int = N_FFT):
         super().__init__()
-        self.spectrogram = Spectrogram(n_fft=N_FFT, hop_length=HOP_LENGTH, power=None)  # complex
-        self.mel_scale = MelScale(n_mels, SAMPLE_RATE, n_stft=N_FFT // 2 + 1)
+        self.spectrogram = Spectrogram(n_fft=n_fft, hop_length=HOP_LENGTH, power=None)  # complex
+        self.mel_scale = MelScale(n_mels, SAMPLE_RATE, n_stft=n_fft // 2 + 1)
         # The STFT window and mel filterbank follow from the constants, so they are rebuilt, not saved.
         for module in self.modules():
             for name, buffer in list(module.named_buffers(recurse=False)):
@@ -396,7 +399,7 @@ class EmotionNet(nn.Module, PyTorchModelHubMixin, **HUB_METADATA):
         if config.n_models != 1:
             raise ValueError(f"One EmotionNet is one model; {config.n_models} make an EmotionEnsemble.")
         self.config = config
-        self.frontend = LogMel(config.n_mels)
+        self.frontend = LogMel(config.n_mels, config.n_fft)
         self.input_norm = nn.BatchNorm1d(config.n_mels)  # per-band standardisation, learnt from data
         self.cnns = nn.ModuleList(
             ConvBranch(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from torchaudio.transforms import MelSpectrogram
@@ -56,12 +58,33 @@ def test_forward_shapes(batch, overrides):
     assert model.frontend(waveform).shape == (batch, config.n_mels, config.n_frames)
 
 
-def test_log_mel_is_torchaudios_power_mel_spectrogram_in_db():
+@pytest.mark.parametrize("n_fft", [N_FFT, 800])
+def test_log_mel_is_torchaudios_power_mel_spectrogram_in_db(n_fft):
     # LogMel squares the spectrum's real and imaginary parts itself (faster than abs().pow(2)).
     waveform = torch.randn(2, SAMPLE_RATE) * 0.1
-    reference = MelSpectrogram(SAMPLE_RATE, n_fft=N_FFT, hop_length=HOP_LENGTH, n_mels=64)(waveform)
+    reference = MelSpectrogram(SAMPLE_RATE, n_fft=n_fft, hop_length=HOP_LENGTH, n_mels=64)(waveform)
     expected = 10.0 * torch.log10(reference + 10.0 ** (LOG_FLOOR_DB / 10.0))
-    torch.testing.assert_close(LogMel(64)(waveform), expected, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(LogMel(64, n_fft)(waveform), expected, rtol=1e-5, atol=1e-4)
+
+
+def test_a_50_ms_window_resolves_the_harmonics_of_a_low_voice(tmp_path, random_model):
+    t = torch.arange(SAMPLE_RATE) / SAMPLE_RATE
+    voice = sum(torch.sin(2 * torch.pi * 110 * k * t) / k for k in range(1, 20)).unsqueeze(0)  # F0 110 Hz
+
+    def ripple(n_fft: int) -> float:  # how far adjacent bands below ~700 Hz differ: peak vs valley, in dB
+        bands = LogMel(64, n_fft)(voice)[0, 1:16, 20:-20].mean(dim=1)
+        return bands.diff().abs().mean().item()
+
+    assert ripple(800) > 2 * ripple(N_FFT)  # 25 ms merges these harmonics; 50 ms shows the gaps between them
+    model = EmotionNet(ModelConfig(n_fft=800))
+    assert model(torch.zeros(1, model.config.n_samples)).logits.shape == (1, 8)  # same hop: same input shape
+    model.save_pretrained(tmp_path / "wide-window")
+    assert EmotionNet.from_pretrained(tmp_path / "wide-window").config.n_fft == 800
+    random_model.save_pretrained(tmp_path / "before")
+    config = json.loads((tmp_path / "before" / "config.json").read_text())
+    del config["n_fft"]  # as every checkpoint written before the field: it reads 25-ms windows
+    (tmp_path / "before" / "config.json").write_text(json.dumps(config))
+    assert EmotionNet.from_pretrained(tmp_path / "before").frontend.spectrogram.n_fft == N_FFT
 
 
 def test_cnn_branch_in_channels_last_gives_what_its_layers_give_in_order(random_model):

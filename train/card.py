@@ -49,13 +49,13 @@ Per-class recall, unseen speakers (pooled over folds): {{ per_class }}.
 
 ## Model
 
-Log-mel spectrogram ({{ n_mels }} bands, 25 ms windows, 10 ms hop) computed inside the model{{ log_mel_floor }},
-per-band BatchNorm{{ band_snr }}, then three parallel branches fused by concatenation into a linear classifier:
-two CNN branches ({{ cnn_desc }}) read the spectrogram, {{ cnn_input }}, as an image; a {{ n_layers }}-layer pre-norm
-Transformer encoder (d_model {{ d_model }}, {{ n_heads }} heads) reads it as {{ n_tokens }} tokens of
-{{ token_ms }} ms, pools them by {{ token_pooling }} and exposes its attention maps. Input windows are
-{{ clip_seconds }} s; longer audio is scored in back-to-back windows and averaged. Leading and trailing
-non-speech is trimmed and the voice levelled to -20 dBFS before the model, so microphone level and room noise
+Log-mel spectrogram ({{ n_mels }} bands, {{ window_ms }} ms windows, 10 ms hop) computed inside the
+model{{ log_mel_floor }}, per-band BatchNorm{{ band_snr }}, then three parallel branches fused by concatenation
+into a linear classifier: two CNN branches ({{ cnn_desc }}) read the spectrogram, {{ cnn_input }}, as an
+image; a {{ n_layers }}-layer pre-norm Transformer encoder (d_model {{ d_model }}, {{ n_heads }} heads) reads it
+as {{ n_tokens }} tokens of {{ token_ms }} ms, pools them by {{ token_pooling }} and exposes its attention maps.
+Input windows are {{ clip_seconds }} s; longer audio is scored in back-to-back windows and averaged. Leading and
+trailing non-speech is trimmed and the voice levelled to -20 dBFS before the model, so microphone level and room noise
 at the edges do not matter.
 After "Parallel is All You Want" (2020), which reported 80.44% on a random split whose test set
 shared speakers with training and included noisy copies of test clips.
@@ -188,6 +188,7 @@ def write_card(folder: str | Path, config, results: dict, model: EmotionNet | Em
         robustness=robustness,
         calibration=calibration,
         n_mels=m.n_mels,
+        window_ms=f"{1000 * m.n_fft / SAMPLE_RATE:g}",
         cnn_desc=", ".join(f"{k}x{k} kernels" for k in m.cnn_kernel_sizes) + f"; channels {m.cnn_channels}",
         n_layers=m.n_layers,
         d_model=m.d_model,
