@@ -145,7 +145,7 @@ class LogMel(nn.Module):
         super().__init__()
         self.spectrogram = Spectrogram(n_fft=n_fft, hop_length=HOP_LENGTH, power=None)  # complex
         self.mel_scale = MelScale(n_mels, SAMPLE_RATE, n_stft=n_fft // 2 + 1)
-        # The STFT window and mel filterbank follow from the constants, so they are rebuilt, not saved.
+        # The STFT window and mel filterbank follow from the config, so they are rebuilt, not saved.
         for module in self.modules():
             for name, buffer in list(module.named_buffers(recurse=False)):
                 module.register_buffer(name, buffer.contiguous().clone(), persistent=False)
