@@ -40,7 +40,7 @@ class Prediction:
     label: str  # the most probable emotion over the whole clip
     probabilities: dict[str, float]  # every emotion's clip-level probability (calibrated), summing to 1
     sure: bool  # False when the evidence is weak: show "not sure", naming the two most probable emotions
-    log_mel: np.ndarray  # (n_mels, n_frames) dB, the input of the first (or only) window
+    log_mel: np.ndarray  # (n_mels, n_frames) dB, the first (or only) window, floored as the network reads it
     attentions: np.ndarray  # (n_layers, n_heads, n_tokens, n_tokens) for that window
     window_starts: np.ndarray  # (n_windows,) seconds from the start of the trimmed speech
     window_probabilities: np.ndarray  # (n_windows, n_classes): the emotion timeline
@@ -120,11 +120,14 @@ class EmotionRecognizer:
         logits = [first.logits] + [self._fused_model.classify(chunk).logits for chunk in rest]
         window_probabilities = self._probabilities(torch.cat(logits).cpu())  # (n_windows, n_classes)
         label, probabilities, sure = self._verdict(window_probabilities.mean(0))
+        log_mel = windows[0].float().cpu().numpy()
+        if config.dynamic_range_db is not None:  # "what the model heard" shows no detail below the floor it reads
+            log_mel = np.maximum(log_mel, log_mel.max() - config.dynamic_range_db)
         return Prediction(
             label=label,
             probabilities=probabilities,
             sure=sure,
-            log_mel=windows[0].float().cpu().numpy(),
+            log_mel=log_mel,
             attentions=first.attentions[0].float().cpu().numpy(),
             window_starts=window_starts(len(speech), config.n_samples) / SAMPLE_RATE,
             window_probabilities=window_probabilities.numpy(),

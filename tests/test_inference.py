@@ -11,6 +11,7 @@ import torchaudio.functional as AF
 
 from ser_model import DEFAULT_CHECKPOINT, AudioError, EmotionRecognizer, resolve_device
 from ser_model.audio import SAMPLE_RATE
+from ser_model.model import condition_log_mel
 
 from .conftest import ROOT, speech_like
 
@@ -33,6 +34,18 @@ def test_prediction_fields(recognizer):
     assert prediction.log_mel.shape == (config.n_mels, config.n_frames)
     assert prediction.attentions.shape == (config.n_layers, config.n_heads, config.n_tokens, config.n_tokens)
     assert prediction.window_probabilities.shape == (1, len(config.labels))
+
+
+def test_the_spectrogram_shown_is_the_one_the_network_reads(recognizer):
+    # The shipped model floors each window's log-mel 50 dB below its peak; the figure must not show more.
+    config = recognizer.model.config
+    assert config.dynamic_range_db == 50
+    prediction = recognizer.predict((SAMPLE_RATE, speech_like(2.0)))
+    with torch.inference_mode():
+        heard = recognizer.model.frontend(torch.from_numpy(prediction.speech)[None])
+        read = condition_log_mel(heard, config)[0].numpy()
+    np.testing.assert_allclose(prediction.log_mel, read, atol=1e-4)
+    assert prediction.log_mel.min() == pytest.approx(prediction.log_mel.max() - 50, abs=1e-3)
 
 
 def test_long_audio_gives_a_timeline_and_the_mean_as_verdict(recognizer):
