@@ -20,7 +20,7 @@ from .audio import (
     window_starts,
 )
 from .fused import fuse
-from .model import EmotionEnsemble, EmotionNet
+from .model import EmotionEnsemble, EmotionNet, floor_log_mel
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "ser-parallel"
 MAX_WINDOWS_PER_BATCH = 32  # bounds memory on long recordings; a 5-minute file is 200 windows
@@ -120,14 +120,14 @@ class EmotionRecognizer:
         logits = [first.logits] + [self._fused_model.classify(chunk).logits for chunk in rest]
         window_probabilities = self._probabilities(torch.cat(logits).cpu())  # (n_windows, n_classes)
         label, probabilities, sure = self._verdict(window_probabilities.mean(0))
-        log_mel = windows[0].float().cpu().numpy()
+        shown = windows[:1]
         if config.dynamic_range_db is not None:  # "what the model heard" shows no detail below the floor it reads
-            log_mel = np.maximum(log_mel, log_mel.max() - config.dynamic_range_db)
+            shown = floor_log_mel(shown, config.dynamic_range_db)
         return Prediction(
             label=label,
             probabilities=probabilities,
             sure=sure,
-            log_mel=log_mel,
+            log_mel=shown[0].float().cpu().numpy(),
             attentions=first.attentions[0].float().cpu().numpy(),
             window_starts=window_starts(len(speech), config.n_samples) / SAMPLE_RATE,
             window_probabilities=window_probabilities.numpy(),

@@ -514,12 +514,17 @@ class EmotionEnsemble(nn.Module, PyTorchModelHubMixin, **HUB_METADATA):
 def condition_log_mel(log_mel: Tensor, config: ModelConfig) -> Tensor:
     """(B, F, T) dB -> what the network reads: the frontend options of ``config`` applied in order."""
     if config.dynamic_range_db is not None:
-        log_mel = torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - config.dynamic_range_db)
+        log_mel = floor_log_mel(log_mel, config.dynamic_range_db)
     if config.noise_floor_quantile is not None:
         log_mel = subtract_noise_floor(log_mel, config.noise_floor_quantile)
     if config.normalize_bands:
         log_mel = subtract_band_means(log_mel)
     return per_channel_energy_normalization(log_mel) if config.pcen else log_mel
+
+
+def floor_log_mel(log_mel: Tensor, dynamic_range_db: float) -> Tensor:
+    """(B, F, T) dB, each window floored ``dynamic_range_db`` below its own peak."""
+    return torch.maximum(log_mel, log_mel.amax(dim=(1, 2), keepdim=True) - dynamic_range_db)
 
 
 def log_mean_probability(logits: Tensor) -> Tensor:
